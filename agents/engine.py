@@ -1,0 +1,334 @@
+"""The engine: runs a workflow's steps in order, recording each, replaying what is already done."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agents import outbox
+from agents.errors import InvalidState, StepError, TemplateFailure, UnknownRun
+from agents.inputs import coerce_inputs
+from agents.spec import ModelStep, ToolStep, WorkflowSpec
+from agents.steps import StepCaller
+from agents.templates import context_for, render, render_value
+from storage import queries
+from storage.db import Database
+from storage.models import Run, StepRun, utcnow
+
+log = structlog.get_logger("overseer.engine")
+
+
+def default_owner() -> str:
+    """This process's name in leases: host, pid and a random tag."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def new_run_id() -> str:
+    """A short id people can type."""
+    return secrets.token_hex(6)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Plain values the bot or CLI reads from configuration and hands down."""
+
+    owner: str = field(default_factory=default_owner)
+    lease_seconds: float = 60.0
+    delay_scale: float = 1.0  # tests shrink backoff waits through this, not by patching
+    secrets: Mapping[str, str] = field(default_factory=dict)  # what api_key_env names resolve to
+
+
+class LeaseLost(Exception):
+    """Another process took the run over, or it was cancelled: stop touching it."""
+
+
+class Engine:
+    """Starts runs and drives them step by step; every state change is one short transaction."""
+
+    def __init__(self, db: Database, *, settings: EngineSettings | None = None, clock: Callable[[], datetime] = utcnow) -> None:
+        self.db = db
+        self.settings = settings or EngineSettings()
+        self.clock = clock
+        self.caller = StepCaller(self)
+
+    # --- starting ---------------------------------------------------------------------------------
+
+    async def start(
+        self, spec: WorkflowSpec, inputs: dict[str, Any], *, started_by: str, trigger: str = "cli", channel: str | None = None
+    ) -> str:
+        """Record a new queued run (and announce it); drive it with `advance` or a Runner."""
+        values = coerce_inputs(spec, inputs)
+        run_id = new_run_id()
+        now = self.clock()
+        async with self.db.sessions.begin() as session:
+            session.add(
+                Run(
+                    id=run_id, workflow=spec.name, inputs=values, spec=spec.snapshot(), started_by=started_by,
+                    trigger=trigger, status="queued", channel=channel or spec.channel, created_at=now, updated_at=now,
+                )
+            )
+            await session.flush()
+            for position, step in enumerate(spec.steps):
+                session.add(StepRun(run_id=run_id, step=step.name, position=position, status="pending"))
+            outbox.announce(
+                session, run_id, outbox.RUN_STARTED, workflow=spec.name, started_by=started_by, trigger=trigger,
+                inputs=values, steps=[s.name for s in spec.steps],
+            )
+        log.info("run.queued", run_id=run_id, workflow=spec.name, trigger=trigger)
+        return run_id
+
+    # --- driving ----------------------------------------------------------------------------------
+
+    async def claim(self, run_id: str) -> bool:
+        """Take the run's lease; False if another live process drives it or it is not runnable."""
+        async with self.db.sessions.begin() as session:
+            return await queries.claim_run(
+                session=session, run_id=run_id, owner=self.settings.owner, now=self.clock(),
+                lease_s=self.settings.lease_seconds,
+            )
+
+    async def advance(self, run_id: str) -> str:
+        """Drive a run until it finishes, fails or waits for a human; returns its status then."""
+        if not await self.claim(run_id):
+            return await self.status(run_id)
+        structlog.contextvars.bind_contextvars(run_id=run_id)
+        task = asyncio.current_task()
+        heartbeat = asyncio.create_task(self._heartbeat(run_id, task))
+        try:
+            return await self._drive(run_id)
+        except LeaseLost:
+            log.warning("run.lease_lost", run_id=run_id)
+            return await self.status(run_id)
+        except asyncio.CancelledError:
+            if heartbeat.done() and heartbeat.result() is False:
+                return await self.status(run_id)  # cancelled because the lease was lost
+            raise
+        finally:
+            heartbeat.cancel()
+            structlog.contextvars.unbind_contextvars("run_id", "workflow", "step", "attempt")
+
+    async def _heartbeat(self, run_id: str, task: asyncio.Task[Any] | None) -> bool:
+        interval = max(self.settings.lease_seconds / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            async with self.db.sessions.begin() as session:
+                ours = await queries.renew_lease(
+                    session=session, run_id=run_id, owner=self.settings.owner, now=self.clock(),
+                    lease_s=self.settings.lease_seconds,
+                )
+            if not ours:
+                if task is not None:
+                    task.cancel()
+                return False
+
+    async def status(self, run_id: str) -> str:
+        """A run's current status."""
+        async with self.db.sessions() as session:
+            run = await queries.get_run(session=session, run_id=run_id)
+            if run is None:
+                raise UnknownRun(f"no run {run_id!r}")
+            return run.status
+
+    async def _drive(self, run_id: str) -> str:
+        async with self.db.sessions() as session:
+            run = await queries.get_run(session=session, run_id=run_id)
+            steps = list(await queries.step_runs(session=session, run_id=run_id))
+        assert run is not None
+        spec = WorkflowSpec.model_validate(run.spec)
+        structlog.contextvars.bind_contextvars(workflow=run.workflow)
+        async with self.db.sessions.begin() as session:
+            await self._ensure_ours(session, run_id)
+            if run.started_at is None:
+                await queries.set_run_status(
+                    session=session, run_id=run_id, to="running", allowed_from=("queued", "running"), started_at=self.clock()
+                )
+            else:
+                await queries.set_run_status(session=session, run_id=run_id, to="running", allowed_from=("queued", "running"))
+        outputs: dict[str, Any] = {}
+        for step_run in steps:
+            if step_run.status in queries.DONE_STEP:
+                outputs[step_run.step] = step_run.output  # replayed, never run again
+                continue
+            if step_run.status not in ("pending", "running"):
+                return await self.status(run_id)
+            result, output = await self._run_step(run, spec, spec.step(step_run.step), step_run, outputs)
+            if result != "continue":
+                return result
+            outputs[step_run.step] = output
+        return await self._finish(run_id, "succeeded")
+
+    async def _ensure_ours(self, session: AsyncSession, run_id: str) -> None:
+        """Fence every write: it happens only while this process holds a live lease on a running run."""
+        from sqlalchemy import update
+
+        result = await session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.lease_owner == self.settings.owner, Run.status.in_(queries.RUNNABLE))
+            .values(updated_at=self.clock())
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:
+            raise LeaseLost(run_id)
+
+    def _render_input(self, step: ModelStep | ToolStep, inputs: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
+        context = context_for(inputs, outputs)
+        if isinstance(step, ModelStep):
+            return {"system": render(step.system, context) if step.system else None, "prompt": render(step.prompt, context)}
+        return render_value(dict(step.args), context)
+
+    async def _run_step(
+        self, run: Run, spec: WorkflowSpec, step: ModelStep | ToolStep, step_run: StepRun, outputs: dict[str, Any]
+    ) -> tuple[str, Any]:
+        """Run one step; ("continue", output) when the next step may go on."""
+        structlog.contextvars.bind_contextvars(step=step.name)
+        try:
+            call_input = step_run.input_override or self._render_input(step, run.inputs, outputs)
+        except TemplateFailure as exc:
+            return await self._fail_step(run.id, step_run, step, None, exc), None
+        async with self.db.sessions.begin() as session:
+            await self._ensure_ours(session, run.id)
+            await queries.set_step_status(
+                session=session, step_run_id=step_run.id, to="running", allowed_from=("pending", "running"),
+                input=call_input, started_at=self.clock(), error=None,
+            )
+            await queries.set_run_status(session=session, run_id=run.id, to="running", allowed_from=("running",), current_step=step.name)
+            outbox.announce(session, run.id, outbox.STEP_STARTED, step=step.name, step_kind=step.kind)
+        log.info("step.started", step=step.name)
+        try:
+            output = await self.caller.call(run.id, spec, step, call_input)
+        except StepError as exc:
+            return await self._fail_step(run.id, step_run, step, call_input, exc), None
+        return await self._succeed_step(run.id, spec, step, step_run, output), output
+
+    async def _succeed_step(self, run_id: str, spec: WorkflowSpec, step: ModelStep | ToolStep, step_run: StepRun, output: Any) -> str:
+        now = self.clock()
+        async with self.db.sessions.begin() as session:
+            await self._ensure_ours(session, run_id)
+            if step.checkpoint:
+                await queries.set_step_status(
+                    session=session, step_run_id=step_run.id, to="awaiting_approval", allowed_from=("running",),
+                    output=output, finished_at=now, awaiting_since=now,
+                )
+                await queries.set_run_status(
+                    session=session, run_id=run_id, to="awaiting_approval", allowed_from=("running",),
+                    lease_owner=None, lease_expires_at=None,
+                )
+                outbox.announce(
+                    session, run_id, outbox.CHECKPOINT_WAITING, step=step.name, output=output,
+                    format=step.output.format, approvers=list(spec.approvers),
+                )
+                log.info("step.awaiting_approval", step=step.name)
+                return "awaiting_approval"
+            await queries.set_step_status(
+                session=session, step_run_id=step_run.id, to="succeeded", allowed_from=("running",), output=output, finished_at=now
+            )
+            outbox.announce(session, run_id, outbox.STEP_SUCCEEDED, step=step.name)
+        log.info("step.succeeded", step=step.name)
+        return "continue"
+
+    async def _fail_step(
+        self, run_id: str, step_run: StepRun, step: ModelStep | ToolStep, call_input: Any, exc: StepError
+    ) -> str:
+        now = self.clock()
+        message = str(exc)
+        async with self.db.sessions.begin() as session:
+            await self._ensure_ours(session, run_id)
+            tried = await queries.attempts(session=session, run_id=run_id, step=step.name)
+            await queries.set_step_status(
+                session=session, step_run_id=step_run.id, to="failed", allowed_from=("pending", "running"),
+                input=call_input, error=message, finished_at=now,
+            )
+            await queries.set_run_status(
+                session=session, run_id=run_id, to="failed", allowed_from=("running",), error=f"{step.name}: {message}",
+                finished_at=now, lease_owner=None, lease_expires_at=None,
+            )
+            outbox.announce(
+                session, run_id, outbox.STEP_FAILED, step=step.name, step_kind=step.kind, error=message,
+                error_type=type(exc).__name__, retried=exc.transient, input=call_input,
+                attempts=[_attempt_summary(a) for a in tried],
+                last_raw_output=next((a.raw_output for a in reversed(tried) if a.raw_output), None),
+            )
+        log.warning("step.failed", step=step.name, error_type=type(exc).__name__, error=message)
+        return "failed"
+
+    async def _finish(self, run_id: str, status: str) -> str:
+        async with self.db.sessions.begin() as session:
+            await self._ensure_ours(session, run_id)
+            await queries.set_run_status(
+                session=session, run_id=run_id, to=status, allowed_from=("running",), finished_at=self.clock(),
+                current_step=None, lease_owner=None, lease_expires_at=None,
+            )
+            run = await queries.get_run(session=session, run_id=run_id)
+            outbox.announce(session, run_id, outbox.RUN_FINISHED, status=status, cost_usd=run.cost_usd if run else 0.0)
+        log.info("run.finished", status=status)
+        return status
+
+    async def decide(
+        self, run_id: str, step: str, *, action: str, by: str, edited: Any = None, reason: str | None = None
+    ) -> Any:
+        """The one entry point every surface calls to decide a checkpoint (see agents.checkpoints)."""
+        from agents.checkpoints import decide
+
+        return await decide(self, run_id, step, action=action, by=by, edited=edited, reason=reason)
+
+    # --- after a failure --------------------------------------------------------------------------
+
+    async def retry(self, run_id: str, *, by: str, step_input: Any = None) -> str:
+        """Queue a failed run again from its failed step, optionally with a human's edited input."""
+        async with self.db.sessions.begin() as session:
+            run = await queries.find_run(session=session, ref=run_id)
+            if run is None:
+                raise UnknownRun(f"no run {run_id!r}")
+            failed = next((s for s in await queries.step_runs(session=session, run_id=run.id) if s.status == "failed"), None)
+            if run.status != "failed" or failed is None:
+                raise InvalidState(f"run {run.id} is {run.status}; only a failed run can be retried")
+            if not await queries.set_run_status(
+                session=session, run_id=run.id, to="queued", allowed_from=("failed",), error=None, finished_at=None
+            ):
+                raise InvalidState(f"run {run.id} was retried by someone else just now")
+            override = step_input if step_input is not None else failed.input_override
+            await queries.set_step_status(
+                session=session, step_run_id=failed.id, to="pending", allowed_from=("failed",), error=None,
+                input_override=override,
+            )
+            outbox.announce(session, run.id, outbox.RUN_RETRIED, step=failed.step, by=by, edited_input=step_input is not None)
+        log.info("run.retried", run_id=run.id, step=failed.step, by=by)
+        return run.id
+
+    async def cancel(self, run_id: str, *, by: str) -> str:
+        """Stop a run that has not finished; its driver notices at its next write."""
+        async with self.db.sessions.begin() as session:
+            run = await queries.find_run(session=session, ref=run_id)
+            if run is None:
+                raise UnknownRun(f"no run {run_id!r}")
+            if not await queries.set_run_status(
+                session=session, run_id=run.id, to="cancelled",
+                allowed_from=("queued", "running", "awaiting_approval", "failed"),
+                finished_at=self.clock(), error=f"cancelled by {by}", lease_owner=None, lease_expires_at=None,
+            ):
+                raise InvalidState(f"run {run.id} is already {run.status}")
+            outbox.announce(session, run.id, outbox.RUN_FINISHED, status="cancelled", by=by, cost_usd=run.cost_usd)
+        log.info("run.cancelled", run_id=run.id, by=by)
+        return run.id
+
+
+def _attempt_summary(attempt: Any) -> dict[str, Any]:
+    return {
+        "number": attempt.number,
+        "model": attempt.model,
+        "fallback_index": attempt.fallback_index,
+        "at": attempt.started_at.isoformat(),
+        "error_type": attempt.error_type,
+        "error": (attempt.error_message or "")[:500] or None,
+        "backoff_s": attempt.backoff_s,
+        "latency_ms": round(attempt.latency_ms, 1),
+    }

@@ -1,0 +1,129 @@
+"""The one place that talks to models: a single litellm call, its errors sorted into transient or not."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from agents.errors import CallTimeout, ContentRefused, PermanentError, RateLimited, StepError, TransientError
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """What one successful model call returned."""
+
+    content: str
+    model_used: str
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    latency_ms: float
+
+
+@lru_cache(maxsize=1)
+def _litellm() -> Any:
+    # Imported on first use: it takes seconds, and `overseer --help` must answer fast.
+    # Without the local cost map litellm fetches its price list from the internet on import.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.telemetry = False
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    return litellm
+
+
+def _retry_after(exc: Exception) -> float | None:
+    headers = getattr(exc, "litellm_response_headers", None) or getattr(getattr(exc, "response", None), "headers", None)
+    if not headers:
+        return None
+    value = headers.get("retry-after") or headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def classify(exc: Exception) -> StepError:
+    """A litellm or transport exception as a typed StepError: transient ones are worth a retry."""
+    if isinstance(exc, StepError):
+        return exc
+    lite = _litellm()
+    name = type(exc).__name__
+    message = f"{name}: {str(exc)[:500]}"
+    if isinstance(exc, (lite.Timeout, TimeoutError)):
+        return CallTimeout(message)
+    if isinstance(exc, lite.ContentPolicyViolationError):
+        return ContentRefused(message)
+    status = getattr(exc, "status_code", None)
+    if isinstance(exc, lite.RateLimitError) or status == 429:
+        return RateLimited(message, retry_after=_retry_after(exc))
+    if isinstance(exc, lite.APIConnectionError) and status in (None, 500):
+        return TransientError(message)
+    if isinstance(status, int):
+        if status in (408, 409) or status >= 500:
+            return TransientError(message)
+        return PermanentError(message)
+    if isinstance(exc, (ConnectionError, OSError)):
+        return TransientError(message)
+    return TransientError(message)
+
+
+def _cost(lite: Any, response: Any) -> float:
+    try:
+        return float(lite.completion_cost(completion_response=response) or 0.0)
+    except Exception:  # noqa: BLE001 - an unpriced model costs what we cannot know: record 0
+        return 0.0
+
+
+def estimate_cost(model: str, messages: list[dict[str, str]], max_tokens: int | None) -> float:
+    """What a call will cost at least: its prompt, plus max_tokens of answer when set."""
+    lite = _litellm()
+    try:
+        prompt_tokens = lite.token_counter(model=model, messages=messages)
+        cost_in, cost_out = lite.cost_per_token(model=model, prompt_tokens=prompt_tokens, completion_tokens=max_tokens or 0)
+        return float(cost_in + cost_out)
+    except Exception:  # noqa: BLE001 - unknown price: nothing to estimate
+        return 0.0
+
+
+async def complete(
+    model: str,
+    messages: list[dict[str, str]],
+    *,
+    timeout: float,
+    api_base: str | None = None,
+    api_key: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+) -> ModelResult:
+    """One chat completion, with litellm's and the SDK's own retries off: our retry loop counts."""
+    lite = _litellm()
+    kwargs: dict[str, Any] = {"num_retries": 0, "max_retries": 0, "timeout": timeout}
+    for key, value in (("api_base", api_base), ("api_key", api_key), ("temperature", temperature), ("max_tokens", max_tokens)):
+        if value is not None:
+            kwargs[key] = value
+    started = time.perf_counter()
+    try:
+        response = await lite.acompletion(model=model, messages=messages, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - every failure is sorted into a typed StepError
+        raise classify(exc) from exc
+    latency = (time.perf_counter() - started) * 1000
+    try:
+        content = response.choices[0].message.content or ""
+    except (AttributeError, IndexError) as exc:
+        raise TransientError(f"malformed response: {exc}") from exc
+    usage = getattr(response, "usage", None)
+    return ModelResult(
+        content=content,
+        model_used=getattr(response, "model", None) or model,
+        tokens_in=int(getattr(usage, "prompt_tokens", 0) or 0),
+        tokens_out=int(getattr(usage, "completion_tokens", 0) or 0),
+        cost_usd=_cost(lite, response),
+        latency_ms=latency,
+    )

@@ -1,0 +1,88 @@
+"""Drives runnable runs in the background: new ones, decided ones, and those whose driver died."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from agents.engine import Engine
+from storage import queries
+
+log = structlog.get_logger("overseer.runner")
+
+
+class Runner:
+    """Claims runnable runs (queued, or running under an expired lease) and advances them."""
+
+    def __init__(self, engine: Engine, *, concurrency: int = 8, poll_seconds: float = 2.0) -> None:
+        self.engine = engine
+        self.concurrency = concurrency
+        self.poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task[str]] = {}
+        self._stopping = False
+
+    def kick(self) -> None:
+        """Look for work now rather than at the next poll."""
+        self._wake.set()
+
+    @property
+    def active(self) -> set[str]:
+        """Ids of the runs this process is driving."""
+        return set(self._tasks)
+
+    async def run_forever(self) -> None:
+        """Poll and drive until stopped."""
+        while not self._stopping:
+            try:
+                await self.tick()
+            except Exception:  # noqa: BLE001 - a database hiccup must not stop the loop
+                log.exception("runner.tick_failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+
+    async def tick(self) -> list[str]:
+        """Start driving every runnable run we have room for; returns the ids started."""
+        room = self.concurrency - len(self._tasks)
+        if room <= 0:
+            return []
+        async with self.engine.db.sessions.begin() as session:
+            ids = await queries.runnable_run_ids(session=session, now=self.engine.clock(), limit=room + len(self._tasks))
+        started = []
+        for run_id in ids:
+            if run_id in self._tasks or len(self._tasks) >= self.concurrency:
+                continue
+            task = asyncio.create_task(self._drive(run_id), name=f"run:{run_id}")
+            self._tasks[run_id] = task
+            started.append(run_id)
+        return started
+
+    async def _drive(self, run_id: str) -> str:
+        try:
+            return await self.engine.advance(run_id)
+        except Exception:  # noqa: BLE001 - one broken run must not take the others down
+            log.exception("runner.run_crashed", run_id=run_id)
+            return "error"
+        finally:
+            self._tasks.pop(run_id, None)
+            self.kick()
+
+    async def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until nothing is being driven and nothing is runnable (tests and the CLI)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                await self.tick()
+                if not self._tasks:
+                    return
+                await asyncio.wait(list(self._tasks.values()))
+
+    async def stop(self) -> None:
+        """Stop polling and let in-flight runs finish their current step or be abandoned to a peer."""
+        self._stopping = True
+        self.kick()
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)

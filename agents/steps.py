@@ -1,0 +1,213 @@
+"""One step's calls: attempts under the retry policy, fallback models, each attempt recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from sqlalchemy import update
+from tenacity import RetryCallState
+
+from agents import model_call, outbox
+from agents.contract import check_output, contract_instructions
+from agents.errors import BadOutput, BudgetExceeded, CallTimeout, StepError
+from agents.retry import retrying
+from agents.spec import ModelStep, ToolStep, WorkflowSpec
+from agents.tools import call_tool
+from storage import queries
+from storage.models import Attempt, Run, StepRun
+
+if TYPE_CHECKING:
+    from agents.engine import Engine
+
+log = structlog.get_logger("overseer.step")
+
+
+@dataclass
+class _StepState:
+    """What the attempts of one step share: numbering, money spent, feedback for the model."""
+
+    run_id: str
+    number: int
+    spent: float
+    feedback: list[dict[str, str]] = field(default_factory=list)
+    last_attempt_id: int | None = None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    raw: str | None = None
+    parsed: Any = None
+    model_used: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+
+
+class StepCaller:
+    """Calls a step's model or tool until it succeeds, fails for good, or runs out of attempts."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def call(self, run_id: str, spec: WorkflowSpec, step: ModelStep | ToolStep, call_input: Any) -> Any:
+        """The step's validated output, or a StepError saying why there is none."""
+        async with self.engine.db.sessions() as session:
+            number = await queries.last_attempt_number(session=session, run_id=run_id, step=step.name)
+            run = await queries.get_run(session=session, run_id=run_id)
+        state = _StepState(run_id=run_id, number=number, spent=run.cost_usd if run else 0.0)
+        targets = [step.model, *step.fallbacks] if isinstance(step, ModelStep) else [step.tool]
+        last: StepError | None = None
+        for fallback_index, target in enumerate(targets):
+            try:
+                return await self._call_target(state, spec, step, call_input, target, fallback_index)
+            except StepError as exc:
+                if not exc.transient:
+                    raise
+                last = exc
+                if fallback_index + 1 < len(targets):
+                    log.warning("step.fallback", model=target, next_model=targets[fallback_index + 1])
+        assert last is not None
+        tried = f" and its fallbacks ({', '.join(targets[1:])})" if len(targets) > 1 else ""
+        raise type(last)(f"gave up after {step.retry.attempts} attempts of {targets[0]}{tried}: {last}")
+
+    async def _call_target(
+        self, state: _StepState, spec: WorkflowSpec, step: ModelStep | ToolStep, call_input: Any, target: str, fallback_index: int
+    ) -> Any:
+        async def before_sleep(retry_state: RetryCallState) -> None:
+            delay = retry_state.next_action.sleep if retry_state.next_action else 0.0
+            await self._record_backoff(state, delay)
+            log.info("step.retry_scheduled", model=target, retry_num=retry_state.attempt_number, delay_s=round(delay, 3),
+                     caused_by=type(retry_state.outcome.exception()).__name__ if retry_state.outcome else None)
+
+        scale = self.engine.settings.delay_scale
+        model_attempt = 0
+        async for attempt in retrying(step.retry, scale=scale, before_sleep=before_sleep):
+            with attempt:
+                model_attempt += 1
+                state.number += 1
+                structlog.contextvars.bind_contextvars(attempt=state.number)
+                return await self._attempt(state, spec, step, call_input, target, fallback_index, model_attempt)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    def _messages(self, step: ModelStep, call_input: dict[str, Any], feedback: list[dict[str, str]]) -> list[dict[str, str]]:
+        system = "\n\n".join(p for p in (call_input.get("system"), contract_instructions(step.output)) if p)
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": str(call_input.get("prompt", ""))})
+        return messages + feedback
+
+    async def _attempt(
+        self, state: _StepState, spec: WorkflowSpec, step: ModelStep | ToolStep, call_input: Any,
+        target: str, fallback_index: int, model_attempt: int,
+    ) -> Any:
+        started = time.perf_counter()
+        recorded_input: Any
+        outcome = _Outcome()
+        try:
+            if isinstance(step, ModelStep):
+                messages = self._messages(step, call_input, state.feedback)
+                recorded_input = {"model": target, "messages": messages}
+                self._check_budget(state, spec, target, messages, step.max_tokens)
+                result = await self._complete(step, target, messages)
+                outcome = _Outcome(raw=result.content, model_used=result.model_used, tokens_in=result.tokens_in,
+                                   tokens_out=result.tokens_out, cost_usd=result.cost_usd)
+                parsed = check_output(step.output, result.content)
+            else:
+                recorded_input = {"tool": target, "args": call_input}
+                value = await call_tool(target, call_input, timeout=step.timeout)
+                outcome = _Outcome(raw=value if isinstance(value, str) else None, model_used=target)
+                parsed = check_output(step.output, value)
+                if outcome.raw is None:
+                    outcome = _Outcome(raw=_to_text(value), model_used=target)
+        except BudgetExceeded:
+            raise  # no call was made: nothing to record as an attempt
+        except StepError as exc:
+            if isinstance(exc, BadOutput) and isinstance(step, ModelStep):
+                state.feedback = [
+                    {"role": "assistant", "content": outcome.raw or ""},
+                    {"role": "user", "content": f"Your answer broke the output contract: {exc}. Answer again, correctly."},
+                ]
+            await self._record(state, step, target, fallback_index, model_attempt, recorded_input, outcome, started, exc)
+            raise
+        await self._record(state, step, target, fallback_index, model_attempt, recorded_input,
+                           _Outcome(outcome.raw, parsed, outcome.model_used, outcome.tokens_in, outcome.tokens_out, outcome.cost_usd),
+                           started, None)
+        return parsed
+
+    async def _complete(self, step: ModelStep, target: str, messages: list[dict[str, str]]) -> model_call.ModelResult:
+        api_key = self.engine.settings.secrets.get(step.api_key_env) if step.api_key_env else None
+        try:
+            # The hard stop: litellm's own timeout does not cover every stage of a call.
+            async with asyncio.timeout(step.timeout + 1):
+                return await model_call.complete(
+                    target, messages, timeout=step.timeout, api_base=step.api_base, api_key=api_key,
+                    temperature=step.temperature, max_tokens=step.max_tokens,
+                )
+        except TimeoutError as exc:
+            raise CallTimeout(f"{target} did not answer within {step.timeout:g}s") from exc
+
+    def _check_budget(self, state: _StepState, spec: WorkflowSpec, target: str, messages: list[dict[str, str]], max_tokens: int | None) -> None:
+        if spec.budget_usd is None:
+            return
+        estimate = model_call.estimate_cost(target, messages, max_tokens)
+        if state.spent + estimate > spec.budget_usd:
+            raise BudgetExceeded(
+                f"budget of ${spec.budget_usd:.4f} would be exceeded: ${state.spent:.4f} spent, "
+                f"the next call to {target} costs about ${estimate:.4f}"
+            )
+
+    async def _record(
+        self, state: _StepState, step: ModelStep | ToolStep, target: str, fallback_index: int, model_attempt: int,
+        recorded_input: Any, outcome: _Outcome, started: float, error: StepError | None,
+    ) -> None:
+        latency = (time.perf_counter() - started) * 1000
+        engine = self.engine
+        async with engine.db.sessions.begin() as session:
+            await engine._ensure_ours(session, state.run_id)
+            attempt = Attempt(
+                run_id=state.run_id, step=step.name, number=state.number, model=target, fallback_index=fallback_index,
+                model_attempt=model_attempt, model_used=outcome.model_used, input=recorded_input, raw_output=outcome.raw,
+                parsed_output=outcome.parsed if error is None else None,
+                error_type=type(error).__name__ if error else None, error_message=str(error) if error else None,
+                tokens_in=outcome.tokens_in, tokens_out=outcome.tokens_out, cost_usd=outcome.cost_usd,
+                latency_ms=latency, started_at=engine.clock(),
+            )
+            session.add(attempt)
+            await session.execute(
+                update(Run).where(Run.id == state.run_id).values(
+                    tokens_in=Run.tokens_in + outcome.tokens_in, tokens_out=Run.tokens_out + outcome.tokens_out,
+                    cost_usd=Run.cost_usd + outcome.cost_usd,
+                ).execution_options(synchronize_session=False)
+            )
+            await session.execute(
+                update(StepRun).where(StepRun.run_id == state.run_id, StepRun.step == step.name)
+                .values(attempts=state.number, cost_usd=StepRun.cost_usd + outcome.cost_usd)
+                .execution_options(synchronize_session=False)
+            )
+            if error is not None:
+                outbox.announce(session, state.run_id, outbox.ATTEMPT_FAILED, step=step.name, attempt=state.number,
+                                model=target, error_type=type(error).__name__, error=str(error)[:500])
+            await session.flush()
+            state.last_attempt_id = attempt.id
+        state.spent += outcome.cost_usd
+        if error is not None:
+            log.warning("step.attempt_failed", model=target, error_type=type(error).__name__, error=str(error)[:300],
+                        latency_ms=round(latency, 1))
+
+    async def _record_backoff(self, state: _StepState, delay: float) -> None:
+        if state.last_attempt_id is None:
+            return
+        async with self.engine.db.sessions.begin() as session:
+            await session.execute(
+                update(Attempt).where(Attempt.id == state.last_attempt_id).values(backoff_s=delay)
+                .execution_options(synchronize_session=False)
+            )
+
+
+def _to_text(value: Any) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False, default=str)

@@ -1,0 +1,1 @@
+"""Alembic migrations; `storage.migrate.upgrade` runs them."""

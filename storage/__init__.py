@@ -1,0 +1,1 @@
+"""Records: typed ORM models, the session factory, the queries. Knows nothing above it."""

@@ -1,0 +1,252 @@
+"""The queries: every function takes a session as a keyword argument and does one thing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import Attempt, Claim, Decision, Event, OutboxMessage, Run, StepRun, utcnow
+
+RUNNABLE = ("queued", "running")
+TERMINAL = ("succeeded", "failed", "rejected", "cancelled", "expired")
+DONE_STEP = ("succeeded", "approved", "edited")
+
+
+async def get_run(*, session: AsyncSession, run_id: str) -> Run | None:
+    """One run by id."""
+    return await session.get(Run, run_id)
+
+
+async def find_run(*, session: AsyncSession, ref: str) -> Run | None:
+    """A run by its id or a unique prefix of it (people type short ids)."""
+    run = await session.get(Run, ref)
+    if run is not None or len(ref) < 4:
+        return run
+    rows = (await session.scalars(select(Run).where(Run.id.startswith(ref, autoescape=True)).limit(2))).all()
+    return rows[0] if len(rows) == 1 else None
+
+
+async def step_runs(*, session: AsyncSession, run_id: str) -> Sequence[StepRun]:
+    """A run's steps in spec order."""
+    return (await session.scalars(select(StepRun).where(StepRun.run_id == run_id).order_by(StepRun.position))).all()
+
+
+async def get_step_run(*, session: AsyncSession, run_id: str, step: str) -> StepRun | None:
+    """One step of one run."""
+    return await session.scalar(select(StepRun).where(StepRun.run_id == run_id, StepRun.step == step))
+
+
+async def attempts(*, session: AsyncSession, run_id: str, step: str | None = None) -> Sequence[Attempt]:
+    """A run's attempts in order, optionally of one step."""
+    query = select(Attempt).where(Attempt.run_id == run_id)
+    if step is not None:
+        query = query.where(Attempt.step == step)
+    return (await session.scalars(query.order_by(Attempt.id))).all()
+
+
+async def last_attempt_number(*, session: AsyncSession, run_id: str, step: str) -> int:
+    """The highest attempt number recorded for a step (0 if none)."""
+    value = await session.scalar(
+        select(func.max(Attempt.number)).where(Attempt.run_id == run_id, Attempt.step == step)
+    )
+    return int(value or 0)
+
+
+async def decisions(*, session: AsyncSession, run_id: str) -> Sequence[Decision]:
+    """A run's checkpoint decisions in order."""
+    return (await session.scalars(select(Decision).where(Decision.run_id == run_id).order_by(Decision.id))).all()
+
+
+async def decision_for(*, session: AsyncSession, step_run_id: int) -> Decision | None:
+    """The decision taken at one checkpoint, if any."""
+    return await session.scalar(select(Decision).where(Decision.step_run_id == step_run_id))
+
+
+async def list_runs(
+    *, session: AsyncSession, limit: int = 20, workflow: str | None = None, status: str | None = None
+) -> Sequence[Run]:
+    """Runs, newest first."""
+    query = select(Run).order_by(Run.created_at.desc(), Run.id.desc()).limit(limit)
+    if workflow:
+        query = query.where(Run.workflow == workflow)
+    if status:
+        query = query.where(Run.status == status)
+    return (await session.scalars(query)).all()
+
+
+async def set_run_status(
+    *, session: AsyncSession, run_id: str, to: str, allowed_from: Sequence[str], **values: Any
+) -> bool:
+    """Move a run to `to` only if it is in one of `allowed_from`: the race-free state change."""
+    result = await session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status.in_(allowed_from))
+        .values(status=to, updated_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+async def set_step_status(
+    *, session: AsyncSession, step_run_id: int, to: str, allowed_from: Sequence[str], **values: Any
+) -> bool:
+    """Move a step to `to` only if it is in one of `allowed_from`."""
+    result = await session.execute(
+        update(StepRun)
+        .where(StepRun.id == step_run_id, StepRun.status.in_(allowed_from))
+        .values(status=to, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+# --- leases: which process drives a run ----------------------------------------------------------
+
+
+async def runnable_run_ids(*, session: AsyncSession, now: datetime, limit: int) -> list[str]:
+    """Runs waiting for a driver: queued, or running under an expired lease (its process died)."""
+    query = (
+        select(Run.id)
+        .where(Run.status.in_(RUNNABLE), or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now))
+        .order_by(Run.created_at)
+        .limit(limit)
+    )
+    if session.bind.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return list((await session.scalars(query)).all())
+
+
+async def claim_run(*, session: AsyncSession, run_id: str, owner: str, now: datetime, lease_s: float) -> bool:
+    """Take the lease of a runnable run if nobody holds a live one; True when it is ours."""
+    result = await session.execute(
+        update(Run)
+        .where(
+            Run.id == run_id,
+            Run.status.in_(RUNNABLE),
+            or_(Run.lease_owner.is_(None), Run.lease_owner == owner, Run.lease_expires_at < now),
+        )
+        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+async def renew_lease(*, session: AsyncSession, run_id: str, owner: str, now: datetime, lease_s: float) -> bool:
+    """Extend our lease; False when it was lost or the run was cancelled meanwhile."""
+    result = await session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.lease_owner == owner, Run.status.in_(RUNNABLE))
+        .values(lease_expires_at=now + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+async def release_all_leases(*, session: AsyncSession) -> int:
+    """Free every lease (a single-process SQLite server starting up owns everything)."""
+    result = await session.execute(
+        update(Run).where(Run.lease_owner.is_not(None)).values(lease_owner=None, lease_expires_at=None)
+    )
+    return result.rowcount or 0
+
+
+# --- the outbox ----------------------------------------------------------------------------------
+
+
+def add_outbox(
+    *, session: AsyncSession, run_id: str | None, kind: str, payload: dict[str, Any], stream: str | None = None
+) -> OutboxMessage:
+    """Queue an announcement in the caller's transaction; a run's messages form one ordered stream."""
+    message = OutboxMessage(
+        run_id=run_id, stream=stream or run_id or kind, kind=kind, payload=payload, created_at=utcnow()
+    )
+    session.add(message)
+    return message
+
+
+async def pending_outbox(*, session: AsyncSession, now: datetime, limit: int = 50) -> Sequence[OutboxMessage]:
+    """The oldest undelivered message of each stream (order per run), due and not claimed by a live peer."""
+    head = select(func.min(OutboxMessage.id)).where(OutboxMessage.delivered_at.is_(None)).group_by(OutboxMessage.stream)
+    query = (
+        select(OutboxMessage)
+        .where(
+            OutboxMessage.id.in_(head),
+            or_(OutboxMessage.next_try_at.is_(None), OutboxMessage.next_try_at <= now),
+            or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
+        )
+        .order_by(OutboxMessage.id)
+        .limit(limit)
+    )
+    return (await session.scalars(query)).all()
+
+
+async def claim_outbox(*, session: AsyncSession, message_id: int, owner: str, now: datetime, hold_s: float) -> bool:
+    """Claim one message for delivery so no other replica posts it too."""
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id == message_id,
+            OutboxMessage.delivered_at.is_(None),
+            or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now, OutboxMessage.claimed_by == owner),
+        )
+        .values(claimed_by=owner, claimed_until=now + timedelta(seconds=hold_s))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+async def outbox_since(*, session: AsyncSession, after_id: int, run_id: str | None = None) -> Sequence[OutboxMessage]:
+    """Messages newer than after_id (the CLI prints these as they come)."""
+    query = select(OutboxMessage).where(OutboxMessage.id > after_id)
+    if run_id is not None:
+        query = query.where(OutboxMessage.run_id == run_id)
+    return (await session.scalars(query.order_by(OutboxMessage.id))).all()
+
+
+async def mark_outbox_done(*, session: AsyncSession, message_ids: Sequence[int], now: datetime) -> None:
+    """Mark messages delivered (the CLI, which prints rather than posts, calls this too)."""
+    if message_ids:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(list(message_ids)))
+            .values(delivered_at=now, claimed_by=None, claimed_until=None)
+        )
+
+
+# --- once-only keys and events -------------------------------------------------------------------
+
+
+async def try_claim(*, session: AsyncSession, key: str, owner: str) -> bool:
+    """Insert a once-only key; True if this caller is the first ever to do so."""
+    if await session.get(Claim, key) is not None:
+        return False
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt = pg_insert(Claim).values(key=key, owner=owner, at=utcnow()).on_conflict_do_nothing()
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(Claim).values(key=key, owner=owner, at=utcnow()).on_conflict_do_nothing()
+    result = await session.execute(stmt)
+    return result.rowcount == 1
+
+
+def add_event(*, session: AsyncSession, run_id: str | None, kind: str, actor: str | None, **detail: Any) -> None:
+    """Keep a note of something that is not a state change (a refused click, a reminder)."""
+    session.add(Event(run_id=run_id, kind=kind, actor=actor, detail=detail, at=utcnow()))
+
+
+async def awaiting_checkpoints(*, session: AsyncSession) -> Sequence[tuple[StepRun, Run]]:
+    """Every checkpoint still waiting for a human, with its run."""
+    rows = await session.execute(
+        select(StepRun, Run)
+        .join(Run, Run.id == StepRun.run_id)
+        .where(and_(StepRun.status == "awaiting_approval", Run.status == "awaiting_approval"))
+        .order_by(StepRun.awaiting_since)
+    )
+    return [(s, r) for s, r in rows.all()]
