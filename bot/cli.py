@@ -1,0 +1,347 @@
+"""The `overseer` command. Heavy imports (litellm, Slack) happen inside commands, so --help is fast."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from agents.errors import ConfigError, DatabaseUnavailable, OverseerError, UnknownWorkflow
+from bot.settings import Settings, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_WAITING = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="overseer", description="Run small, scoped AI agents under human supervision.",
+        epilog="Settings come from the environment (DATABASE_URL, OVERSEER_WORKFLOWS, SLACK_BOT_TOKEN, ...); see README.",
+    )
+    parser.add_argument("--workflows", metavar="DIR", help="folder of workflow specs (env OVERSEER_WORKFLOWS, default ./workflows)")
+    parser.add_argument("--database", metavar="URL", help="database URL (env DATABASE_URL, default sqlite:///overseer.db)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("check", help="validate every workflow spec")
+    p.add_argument("dir", nargs="?", help="folder of specs (default: --workflows)")
+
+    p = sub.add_parser("run", help="run a workflow here, answering checkpoints at the prompt")
+    p.add_argument("workflow")
+    p.add_argument("inputs", nargs="*", metavar="key=value")
+    p.add_argument("--yes", "-y", action="store_true", help="approve every checkpoint")
+
+    p = sub.add_parser("resume", help="continue a run that was interrupted or waits at a checkpoint")
+    p.add_argument("run_id")
+    p.add_argument("--yes", "-y", action="store_true", help="approve every checkpoint")
+
+    p = sub.add_parser("runs", help="list recorded runs, newest first")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--workflow")
+
+    p = sub.add_parser("show", help="one run with every attempt")
+    p.add_argument("run_id")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("db", help="database maintenance")
+    p.add_argument("action", choices=["upgrade"])
+
+    p = sub.add_parser("digest", help="how the agents did over the last days")
+    p.add_argument("--print", action="store_true", dest="print_", help="print it here (the default)")
+    p.add_argument("--days", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("serve", help="run the Slack bot (HTTP, or Socket Mode when SLACK_APP_TOKEN is set)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if args.workflows:
+        overrides["workflows"] = Path(args.workflows)
+    if args.database:
+        overrides["database_url"] = args.database
+    if getattr(args, "host", None):
+        overrides["host"] = args.host
+    if getattr(args, "port", None):
+        overrides["port"] = args.port
+    return load_settings(**overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse, run the command, translate errors into one line and an exit status."""
+    args = _parser().parse_args(argv)
+    if not args.command:
+        _parser().print_help()
+        return EXIT_BAD_INPUT
+    try:
+        settings = _settings(args)
+        from bot.logs import configure_logging
+
+        if args.command == "serve":
+            configure_logging(fmt=settings.log_format, level=settings.log_level)
+        else:  # the terminal is for the command's own output; logs go to stderr, warnings only
+            configure_logging(fmt="console" if sys.stderr.isatty() else "json", level="warning", stream=sys.stderr)
+        return _COMMANDS[args.command](args, settings)
+    except KeyboardInterrupt:
+        print("overseer: interrupted", file=sys.stderr)
+        return 130
+    except OverseerError as exc:
+        return _fail(exc)
+    except Exception as exc:  # noqa: BLE001 - a bug still gets one line, not a traceback
+        if os.environ.get("OVERSEER_DEBUG"):
+            raise
+        print(f"overseer: internal error: {type(exc).__name__}: {exc} (set OVERSEER_DEBUG=1 for details)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _fail(exc: OverseerError) -> int:
+    """The CLI's one translation of errors for people."""
+    lines = str(exc).splitlines() or [type(exc).__name__]
+    for line in lines:
+        print(f"overseer: {line}", file=sys.stderr)
+    if isinstance(exc, (ConfigError, DatabaseUnavailable)) or exc.code in (
+        "bad_input", "bad_spec", "unknown_workflow", "bad_inputs", "unknown_run", "contract_violation",
+        "not_allowed", "invalid_state", "already_decided",
+    ):
+        return EXIT_BAD_INPUT
+    return EXIT_FAILED
+
+
+def _async(coro_fn: Callable[..., Coroutine[Any, Any, int]]) -> Callable[[argparse.Namespace, Settings], int]:
+    def runner(args: argparse.Namespace, settings: Settings) -> int:
+        return asyncio.run(coro_fn(args, settings))
+
+    return runner
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    """Validate every spec: exit 0, or 2 with one line per problem."""
+    from agents.spec import load_workflows
+
+    folder = Path(args.dir) if args.dir else settings.workflows
+    specs, problems = load_workflows(folder)
+    for problem in problems:
+        print(problem)
+    if problems:
+        return EXIT_BAD_INPUT
+    if not specs:
+        print(f"{folder}: no workflow specs (*.yaml) found")
+        return EXIT_BAD_INPUT
+    for name, spec in sorted(specs.items()):
+        checkpoints = sum(1 for s in spec.steps if s.checkpoint)
+        print(f"ok  {name}: {len(spec.steps)} steps, {checkpoints} checkpoint(s)")
+    return EXIT_OK
+
+
+async def open_db(settings: Settings) -> Any:
+    """Connect and run pending migrations; an unreachable database is one clear line."""
+    from storage.db import connect
+    from storage.migrate import upgrade
+
+    safe_url = _safe_url(settings.database_url)
+    try:
+        db = connect(settings.database_url)
+    except Exception as exc:  # noqa: BLE001 - any bad URL is the user's to fix
+        raise DatabaseUnavailable(f"cannot use database {safe_url}: {exc}") from None
+    try:
+        await upgrade(db)
+    except Exception as exc:  # noqa: BLE001 - unreachable server, bad credentials, unwritable file
+        await db.dispose()
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
+        raise DatabaseUnavailable(f"cannot open database {safe_url}: {reason}") from None
+    return db
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - unparseable: show nothing secret
+        return "(unparseable DATABASE_URL)"
+
+
+def _engine(db: Any, settings: Settings) -> Any:
+    from agents.engine import Engine, EngineSettings
+    from bot.settings import secrets_from_env
+
+    return Engine(db, settings=EngineSettings(
+        lease_seconds=settings.lease_seconds, delay_scale=settings.retry_delay_scale, secrets=secrets_from_env(),
+    ))
+
+
+def _load_spec(settings: Settings, name: str) -> Any:
+    from agents.errors import SpecError
+    from agents.spec import load_workflows
+
+    specs, problems = load_workflows(settings.workflows)
+    if name in specs:
+        return specs[name]
+    broken = [p for p in problems if name in p]
+    if broken:
+        raise SpecError("\n".join(broken))
+    known = ", ".join(sorted(specs)) or f"none in {settings.workflows}"
+    raise UnknownWorkflow(f"unknown workflow {name!r} (known: {known})")
+
+
+@_async
+async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    """Start a run here and drive it, with live progress and checkpoint prompts."""
+    from agents.inputs import parse_assignments
+
+    spec = _load_spec(settings, args.workflow)
+    raw = parse_assignments(args.inputs)
+    from agents.inputs import coerce_inputs
+
+    coerce_inputs(spec, raw)  # bad input fails before the database is touched
+    db = await open_db(settings)
+    try:
+        engine = _engine(db, settings)
+        user = os.environ.get("USER") or "cli"
+        run_id = await engine.start(spec, raw, started_by=f"cli:{user}", trigger="cli")
+        return await _drive(engine, run_id, yes=args.yes)
+    finally:
+        await db.dispose()
+
+
+@_async
+async def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
+    """Continue a run from its last completed step, or decide the checkpoint it waits at."""
+    from storage import queries
+
+    db = await open_db(settings)
+    try:
+        engine = _engine(db, settings)
+        async with db.sessions() as session:
+            run = await queries.find_run(session=session, ref=args.run_id)
+        if run is None:
+            from agents.errors import UnknownRun
+
+            raise UnknownRun(f"no run {args.run_id!r} (see `overseer runs`)")
+        return await _drive(engine, run.id, yes=args.yes)
+    finally:
+        await db.dispose()
+
+
+async def _drive(engine: Any, run_id: str, *, yes: bool) -> int:
+    from bot.cli_drive import drive
+
+    status = await drive(engine, run_id, yes=yes, out=sys.stdout)
+    if status == "succeeded":
+        return EXIT_OK
+    if status == "awaiting_approval":
+        print(f"run {run_id} waits for approval: decide with `overseer resume {run_id}`")
+        return EXIT_WAITING
+    return EXIT_FAILED
+
+
+@_async
+async def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
+    """The recorded runs, newest first."""
+    from bot.cli_render import print_runs, run_dict
+    from storage import queries
+
+    db = await open_db(settings)
+    try:
+        async with db.sessions() as session:
+            runs = list(await queries.list_runs(session=session, limit=args.limit, workflow=args.workflow))
+    finally:
+        await db.dispose()
+    if args.json:
+        print(json.dumps([run_dict(r) for r in runs], indent=2, ensure_ascii=False))
+    else:
+        print_runs(runs, sys.stdout)
+    return EXIT_OK
+
+
+@_async
+async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    """One run with every attempt."""
+    from agents.errors import UnknownRun
+    from bot.cli_render import attempt_dict, decision_dict, print_run, run_dict
+    from storage import queries
+
+    db = await open_db(settings)
+    try:
+        async with db.sessions() as session:
+            run = await queries.find_run(session=session, ref=args.run_id)
+            if run is None:
+                raise UnknownRun(f"no run {args.run_id!r} (see `overseer runs`)")
+            steps = list(await queries.step_runs(session=session, run_id=run.id))
+            tried = list(await queries.attempts(session=session, run_id=run.id))
+            decided = list(await queries.decisions(session=session, run_id=run.id))
+    finally:
+        await db.dispose()
+    if args.json:
+        data = run_dict(run) | {
+            "steps": [{"step": s.step, "status": s.status, "input": s.input, "output": s.output, "error": s.error,
+                       "attempts": s.attempts, "cost_usd": s.cost_usd} for s in steps],
+            "attempts": [attempt_dict(a) for a in tried],
+            "decisions": [decision_dict(d) for d in decided],
+        }
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        print_run(run, steps, tried, decided, sys.stdout)
+    return EXIT_OK
+
+
+@_async
+async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    """Apply pending migrations."""
+    from storage.migrate import current_revision
+
+    db = await open_db(settings)
+    try:
+        print(f"database {_safe_url(settings.database_url)} is at revision {await current_revision(db)}")
+    finally:
+        await db.dispose()
+    return EXIT_OK
+
+
+@_async
+async def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the digest over the last --days days."""
+    from agents.digest import compute_digest
+    from agents.errors import UserInputError
+    from bot.digest import digest_text
+    from storage.models import utcnow
+
+    if not 1 <= args.days <= 90:
+        raise UserInputError("--days must be between 1 and 90")
+    db = await open_db(settings)
+    try:
+        digest = await compute_digest(db, now=utcnow(), days=args.days)
+    finally:
+        await db.dispose()
+    payload = digest.to_payload()
+    print(json.dumps(payload, indent=2) if args.json else digest_text(payload))
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the Slack bot until stopped."""
+    settings.require_slack()
+    from bot.server import serve
+
+    asyncio.run(serve(settings))
+    return EXIT_OK
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "check": cmd_check, "run": cmd_run, "resume": cmd_resume, "runs": cmd_runs, "show": cmd_show,
+    "db": cmd_db, "digest": cmd_digest, "serve": cmd_serve,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

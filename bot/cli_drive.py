@@ -1,0 +1,117 @@
+"""Driving a run from the terminal: live progress from the outbox, checkpoints answered at the prompt."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import subprocess
+import tempfile
+from typing import Any, TextIO
+
+from agents.checkpoints import as_text, pending_step
+from agents.errors import ContractViolation, InvalidState
+from bot.cli_render import progress_line
+from storage import queries
+from storage.models import utcnow
+
+
+def _user() -> str:
+    return f"cli:{os.environ.get('USER') or 'local'}"
+
+
+async def print_progress(engine: Any, run_id: str, out: TextIO) -> None:
+    """Print the run's undelivered announcements once each; the terminal is their surface."""
+    async with engine.db.sessions.begin() as session:
+        messages = [m for m in await queries.outbox_since(session=session, after_id=0, run_id=run_id) if m.delivered_at is None]
+        for message in messages:
+            line = progress_line(message)
+            if line:
+                print(line, file=out, flush=True)
+        await queries.mark_outbox_done(session=session, message_ids=[m.id for m in messages], now=utcnow())
+
+
+async def _advance(engine: Any, run_id: str, out: TextIO) -> str:
+    task = asyncio.create_task(engine.advance(run_id))
+    while not task.done():
+        await print_progress(engine, run_id, out)
+        await asyncio.wait([task], timeout=0.2)
+    await print_progress(engine, run_id, out)
+    return task.result()
+
+
+async def _wait_for_lease(engine: Any, run_id: str, out: TextIO, seen: set[Any]) -> None:
+    async with engine.db.sessions() as session:
+        run = await queries.get_run(session=session, run_id=run_id)
+    if run is None or run.lease_expires_at is None:
+        return
+    if run.lease_expires_at in seen:
+        raise InvalidState(f"run {run_id} is being driven by {run.lease_owner}; follow it with `overseer show {run_id}`")
+    seen.add(run.lease_expires_at)
+    delay = max(0.0, (run.lease_expires_at - utcnow()).total_seconds()) + 0.2
+    print(f"  … run is leased by {run.lease_owner}; waiting {delay:.1f}s for the lease to lapse", file=out, flush=True)
+    await asyncio.sleep(delay)
+
+
+async def drive(engine: Any, run_id: str, *, yes: bool, out: TextIO) -> str:
+    """Drive a run to its end, deciding checkpoints at the prompt (or approving all with yes)."""
+    seen_leases: set[Any] = set()
+    while True:
+        status = await _advance(engine, run_id, out)
+        if status in ("queued", "running"):
+            await _wait_for_lease(engine, run_id, out, seen_leases)
+            continue
+        if status != "awaiting_approval":
+            return status
+        if not await _checkpoint(engine, run_id, yes=yes, out=out):
+            return status
+        await print_progress(engine, run_id, out)
+
+
+async def _ask(prompt: str) -> str | None:
+    try:
+        return (await asyncio.to_thread(input, prompt)).strip()
+    except EOFError:
+        return None
+
+
+async def _checkpoint(engine: Any, run_id: str, *, yes: bool, out: TextIO) -> bool:
+    """Decide the waiting checkpoint; False when nobody can answer here (no terminal, no --yes)."""
+    run_id, step, output, spec = await pending_step(engine, run_id)
+    print(f"\n── checkpoint: {step} ──\n{as_text(output)}\n", file=out, flush=True)
+    if yes:
+        await engine.decide(run_id, step, action="approve", by=_user())
+        print("  approved (--yes)", file=out, flush=True)
+        return True
+    while True:
+        answer = await _ask("[a]pprove, [e]dit, [r]eject? ")
+        if answer is None:
+            return False
+        choice = answer[:1].lower()
+        if choice == "a":
+            await engine.decide(run_id, step, action="approve", by=_user())
+            return True
+        if choice == "r":
+            reason = await _ask("reason: ")
+            await engine.decide(run_id, step, action="reject", by=_user(), reason=reason or None)
+            return True
+        if choice == "e":
+            edited = await asyncio.to_thread(_edit_in_editor, as_text(output), spec.step(step).output.format)
+            try:
+                await engine.decide(run_id, step, action="edit", by=_user(), edited=edited)
+                return True
+            except ContractViolation as exc:
+                print(f"  {exc}; nothing changed, try again", file=out, flush=True)
+
+
+def _edit_in_editor(text: str, fmt: str) -> str:
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    with tempfile.NamedTemporaryFile("w+", suffix=".json" if fmt == "json" else ".txt", delete=False, encoding="utf-8") as f:
+        f.write(text)
+        path = f.name
+    try:
+        subprocess.run([*shlex.split(editor), path], check=False)
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    finally:
+        os.unlink(path)

@@ -1,0 +1,140 @@
+"""How the CLI shows runs, attempts and progress: plain text for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, TextIO
+
+from storage.models import Attempt, Decision, OutboxMessage, Run, StepRun
+
+STEP_MARKS = {
+    "pending": "·", "running": "⟳", "succeeded": "✓", "approved": "✓", "edited": "✓",
+    "failed": "✗", "rejected": "✗", "expired": "✗", "awaiting_approval": "⏸",
+}
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _duration(start: datetime | None, end: datetime | None) -> str:
+    if not start or not end:
+        return "-"
+    seconds = (end - start).total_seconds()
+    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
+
+
+def run_dict(run: Run) -> dict[str, Any]:
+    """A run as JSON-ready data."""
+    return {
+        "id": run.id, "workflow": run.workflow, "status": run.status, "started_by": run.started_by,
+        "trigger": run.trigger, "inputs": run.inputs, "current_step": run.current_step, "error": run.error,
+        "created_at": _ts(run.created_at), "started_at": _ts(run.started_at), "finished_at": _ts(run.finished_at),
+        "tokens_in": run.tokens_in, "tokens_out": run.tokens_out, "cost_usd": run.cost_usd,
+    }
+
+
+def attempt_dict(a: Attempt) -> dict[str, Any]:
+    """An attempt as JSON-ready data: everything that was recorded."""
+    return {
+        "step": a.step, "number": a.number, "model": a.model, "fallback_index": a.fallback_index,
+        "model_attempt": a.model_attempt, "model_used": a.model_used, "input": a.input, "raw_output": a.raw_output,
+        "parsed_output": a.parsed_output, "error_type": a.error_type, "error": a.error_message,
+        "tokens_in": a.tokens_in, "tokens_out": a.tokens_out, "cost_usd": a.cost_usd,
+        "latency_ms": round(a.latency_ms, 2), "backoff_s": a.backoff_s, "started_at": _ts(a.started_at),
+    }
+
+
+def decision_dict(d: Decision) -> dict[str, Any]:
+    """A checkpoint decision as JSON-ready data."""
+    return {
+        "step": d.step, "action": d.action, "decided_by": d.decided_by, "decided_at": _ts(d.decided_at),
+        "reason": d.reason, "original_output": d.original_output, "edited_output": d.edited_output,
+        "chars_changed": d.chars_changed,
+    }
+
+
+def print_runs(runs: list[Run], out: TextIO) -> None:
+    """A table of runs, newest first."""
+    if not runs:
+        print("no runs recorded yet", file=out)
+        return
+    print(f"{'RUN':<13} {'WORKFLOW':<22} {'STATUS':<18} {'STARTED BY':<14} {'CREATED (UTC)':<17} {'TIME':>7} {'COST':>9}", file=out)
+    for r in runs:
+        print(
+            f"{r.id:<13} {r.workflow[:22]:<22} {r.status:<18} {r.started_by[:14]:<14} "
+            f"{r.created_at:%Y-%m-%d %H:%M} {_duration(r.started_at, r.finished_at):>7} ${r.cost_usd:>8.4f}",
+            file=out,
+        )
+
+
+def _block(label: str, value: Any, out: TextIO, indent: str = "      ") -> None:
+    if value is None or value == "":
+        return
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=2)
+    print(f"{indent}{label}:", file=out)
+    for line in text.splitlines() or [""]:
+        print(f"{indent}  {line}", file=out)
+
+
+def print_run(run: Run, steps: list[StepRun], attempts: list[Attempt], decisions: list[Decision], out: TextIO) -> None:
+    """One run with every step and every attempt: input, output, error, tokens, cost, latency."""
+    print(f"run {run.id} · {run.workflow} · {run.status}", file=out)
+    print(f"  started by {run.started_by} ({run.trigger}) at {run.created_at:%Y-%m-%d %H:%M:%S} UTC", file=out)
+    print(f"  inputs: {json.dumps(run.inputs, ensure_ascii=False)}", file=out)
+    print(f"  tokens {run.tokens_in} in / {run.tokens_out} out · cost ${run.cost_usd:.6f} · "
+          f"duration {_duration(run.started_at, run.finished_at)}", file=out)
+    if run.error:
+        print(f"  error: {run.error}", file=out)
+    by_step: dict[str, list[Attempt]] = {}
+    for a in attempts:
+        by_step.setdefault(a.step, []).append(a)
+    decided = {d.step: d for d in decisions}
+    for s in steps:
+        print(f"\n  {STEP_MARKS.get(s.status, '?')} {s.step} [{s.status}] attempts {s.attempts} · ${s.cost_usd:.6f}", file=out)
+        for a in by_step.get(s.step, []):
+            outcome = f"{a.error_type}: {a.error_message}" if a.error_type else "ok"
+            wait = f" · then waited {a.backoff_s:.2f}s" if a.backoff_s is not None else ""
+            print(f"    #{a.number} {a.model} ({a.model_used or '-'}) {a.latency_ms:.0f} ms · "
+                  f"{a.tokens_in}/{a.tokens_out} tokens · ${a.cost_usd:.6f} · {outcome}{wait}", file=out)
+            _block("input", a.input, out)
+            _block("output", a.raw_output, out)
+        if s.step in decided:
+            d = decided[s.step]
+            extra = f" ({d.chars_changed} chars changed)" if d.action == "edit" else ""
+            reason = f": {d.reason}" if d.reason else ""
+            print(f"    decision: {d.action} by {d.decided_by} at {d.decided_at:%Y-%m-%d %H:%M:%S}{extra}{reason}", file=out)
+
+
+def progress_line(message: OutboxMessage) -> str | None:
+    """One line of live progress for an announcement, or None for ones not worth a line."""
+    p = message.payload
+    kind = message.kind
+    if kind == "run_started":
+        return f"run {message.run_id} · {p.get('workflow')} · started by {p.get('started_by')}"
+    if kind == "step_started":
+        return f"  ⟳ {p['step']} …"
+    if kind == "attempt_failed":
+        return f"  ✗ {p['step']} attempt {p['attempt']} ({p.get('model')}): {p['error_type']}: {p['error'][:200]}"
+    if kind == "step_succeeded":
+        return f"  ✓ {p['step']}"
+    if kind == "checkpoint_waiting":
+        return f"  ⏸ {p['step']} waits for approval"
+    if kind == "checkpoint_decided":
+        reason = f": {p['reason']}" if p.get("reason") else ""
+        return f"  → {p['step']}: {p['action']} by {p['by']}{reason}"
+    if kind == "step_failed":
+        lines = [f"  ✗ {p['step']} failed: {p['error']}"]
+        if p.get("input") is not None:
+            text = p["input"] if isinstance(p["input"], str) else json.dumps(p["input"], ensure_ascii=False, indent=2)
+            lines.append("    the step's input was:")
+            lines.extend(f"      {line}" for line in text.splitlines()[:40])
+        return "\n".join(lines)
+    if kind == "run_retried":
+        return f"  ↻ retrying from {p['step']} (by {p['by']})"
+    if kind == "run_finished":
+        return f"run {message.run_id} {p['status']} · ${p.get('cost_usd') or 0:.4f}"
+    if kind in ("checkpoint_reminder", "checkpoint_escalated"):
+        return f"  ! {p['step']}: {kind.replace('_', ' ')}"
+    return None

@@ -1,0 +1,237 @@
+"""The `overseer` CLI, run as a real subprocess: end to end, crash recovery, and clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from storage import queries
+from storage.db import Database
+from tests.conftest import REPO
+from tests.fakes.fake_model import FakeModel, Reply
+from tests.fakes.web_page import WebPage
+
+DRAFT = {"title": "Pricing, made simple", "body": "Starter is $10 a month; Pro is $30 with support."}
+
+
+@pytest.fixture
+def page() -> Iterator[WebPage]:
+    with WebPage() as server:
+        yield server
+
+
+def cli_env(db_url: str, fake: FakeModel, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "OVERSEER_", "DATABASE_URL"))}
+    env.update(
+        DATABASE_URL=db_url, OVERSEER_WORKFLOWS=str(REPO / "workflows"), OPENAI_BASE_URL=fake.api_base,
+        OPENAI_API_KEY="sk-fake", ANTHROPIC_API_KEY="sk-ant-fake", OVERSEER_RETRY_DELAY_SCALE="0.001",
+        OVERSEER_LEASE_SECONDS="1", LITELLM_LOCAL_MODEL_COST_MAP="True", EDITOR="true", **extra,
+    )
+    return env
+
+
+async def overseer(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", *args, env=env, cwd=str(REPO),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+def content_model(fake: FakeModel, *, hang_first_draft: threading.Event | None = None) -> None:
+    """Answer the content-update steps: the draft as JSON, the audit as text."""
+    drafts = {"n": 0}
+
+    def respond(body: dict[str, Any]) -> Reply:
+        prompt = body["messages"][-1]["content"] if body["messages"][-1]["role"] == "user" else ""
+        if "Rewrite this page" in prompt or "Rewrite this page" in json.dumps(body["messages"]):
+            drafts["n"] += 1
+            if hang_first_draft is not None and drafts["n"] == 1:
+                return Reply.hang(hang_first_draft)
+            return Reply.json(DRAFT)
+        return Reply.text("1. The title lacks a keyword.")
+
+    fake.responder = respond
+
+
+def draft_requests(fake: FakeModel) -> int:
+    return sum(1 for r in fake.requests if "Rewrite this page" in json.dumps(r.body))
+
+
+async def wait_until(predicate: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+async def only_run(db: Database) -> Any:
+    async with db.sessions() as session:
+        runs = await queries.list_runs(session=session)
+    return runs[0] if len(runs) == 1 else None
+
+
+async def test_the_example_workflow_runs_end_to_end_and_every_attempt_is_visible(
+    db: Database, db_url: str, fake_model: FakeModel, page: WebPage
+) -> None:
+    content_model(fake_model)
+    env = cli_env(db_url, fake_model)
+    code, out, err = await overseer(env, "run", "content-update", f"url={page.url()}", "tone=formal", "--yes")
+    assert code == 0, err
+    run_id = out.splitlines()[0].split()[1]
+    assert "✓ crawl" in out and "⏸ draft waits for approval" in out and "approved (--yes)" in out
+    assert f"run {run_id} succeeded" in out
+    draft_prompt = next(r for r in fake_model.requests if "Rewrite" in json.dumps(r.body)).body["messages"][-1]["content"]
+    assert "formal tone" in draft_prompt and "Starter costs $10 a month." in draft_prompt and "track()" not in draft_prompt
+
+    code, out, _ = await overseer(env, "show", run_id, "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["status"] == "succeeded"
+    assert [a["step"] for a in shown["attempts"]] == ["crawl", "draft", "seo-audit"]
+    draft = shown["attempts"][1]
+    assert draft["parsed_output"] == DRAFT and draft["tokens_in"] == 10 and draft["cost_usd"] > 0 and draft["latency_ms"] > 0
+    assert shown["decisions"][0]["action"] == "approve"
+    code, out, _ = await overseer(env, "show", run_id)
+    assert "#1 openai/gpt-4o-mini" in out and "Pricing, made simple" in out
+    code, out, _ = await overseer(env, "runs", "--json")
+    assert [r["id"] for r in json.loads(out)] == [run_id]
+
+
+async def test_a_run_killed_mid_step_continues_after_restart_without_repeating_completed_steps(
+    db: Database, db_url: str, fake_model: FakeModel, page: WebPage
+) -> None:
+    release = threading.Event()
+    content_model(fake_model, hang_first_draft=release)
+    env = cli_env(db_url, fake_model)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "run", "content-update", f"url={page.url()}", "--yes", env=env, cwd=str(REPO),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await wait_until(lambda: _true(draft_requests(fake_model) == 1))
+        os.kill(proc.pid, signal.SIGKILL)
+        await proc.wait()
+    finally:
+        release.set()
+    run = await only_run(db)
+    assert run.status == "running" and page.hits == ["/pricing"]
+
+    code, out, err = await overseer(env, "resume", run.id, "--yes")
+    assert code == 0, err
+    assert f"run {run.id} succeeded" in out
+    assert page.hits == ["/pricing"]  # the completed crawl was not repeated
+    assert draft_requests(fake_model) == 2  # the interrupted draft ran again, once
+    async with db.sessions() as session:
+        steps = {s.step: s.status for s in await queries.step_runs(session=session, run_id=run.id)}
+        tried = [a.step for a in await queries.attempts(session=session, run_id=run.id)]
+    assert steps == {"crawl": "succeeded", "draft": "approved", "seo-audit": "succeeded"}
+    assert tried == ["crawl", "draft", "seo-audit"]
+
+
+async def test_a_pending_approval_survives_a_kill_and_can_still_be_decided(
+    db: Database, db_url: str, fake_model: FakeModel, page: WebPage
+) -> None:
+    content_model(fake_model)
+    env = cli_env(db_url, fake_model)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "run", "content-update", f"url={page.url()}", env=env, cwd=str(REPO),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+
+    async def waiting() -> bool:
+        run = await only_run(db)
+        return run is not None and run.status == "awaiting_approval"
+
+    await wait_until(waiting)
+    os.kill(proc.pid, signal.SIGKILL)
+    await proc.wait()
+    run = await only_run(db)
+    code, out, err = await overseer(env, "resume", run.id, "--yes")
+    assert code == 0, err
+    assert page.hits == ["/pricing"] and draft_requests(fake_model) == 1
+    assert (await only_run(db)).status == "succeeded"
+
+
+async def test_a_rejected_or_failed_run_exits_1_and_a_waiting_one_exits_3(
+    db: Database, db_url: str, fake_model: FakeModel, page: WebPage
+) -> None:
+    fake_model.default = Reply.status(401)
+    env = cli_env(db_url, fake_model)
+    code, out, _ = await overseer(env, "run", "content-update", f"url={page.url()}", "--yes")
+    assert code == 1 and "✗ draft failed" in out and "the step's input was" in out and "Rewrite this page" in out
+    content_model(fake_model)
+    code, out, _ = await overseer(env, "run", "content-update", f"url={page.url()}")  # stdin is empty
+    assert code == 3 and "waits for approval" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "nope"], "unknown workflow 'nope'"),
+        (["run", "content-update"], "missing required input 'url'"),
+        (["run", "content-update", "url"], "is not key=value"),
+        (["run", "content-update", "url=x", "colour=red"], "unknown input 'colour'"),
+        (["show", "zzzzzz"], "no run 'zzzzzz'"),
+        (["resume", "zzzzzz"], "no run 'zzzzzz'"),
+        (["digest", "--days", "0"], "--days must be between 1 and 90"),
+    ],
+)
+async def test_bad_input_is_one_line_exit_2_and_changes_nothing(
+    db: Database, db_url: str, fake_model: FakeModel, args: list[str], message: str
+) -> None:
+    code, out, err = await overseer(cli_env(db_url, fake_model), *args)
+    assert code == 2 and message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    async with db.sessions() as session:
+        assert await queries.list_runs(session=session) == []
+
+
+async def test_an_unreachable_database_is_one_line(fake_model: FakeModel) -> None:
+    env = cli_env("postgresql://nobody:secret@127.0.0.1:1/none", fake_model)
+    code, _, err = await overseer(env, "runs")
+    assert code == 2 and "cannot open database postgresql://nobody:***@127.0.0.1:1/none" in err
+    assert "secret" not in err and "Traceback" not in err
+
+
+async def test_check_reports_every_problem_one_line_each(tmp_path: Any, fake_model: FakeModel) -> None:
+    (tmp_path / "ok.yaml").write_text((REPO / "workflows" / "content-update.yaml").read_text())
+    (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
+    (tmp_path / "typo.yaml").write_text(
+        "name: typo\nsteps:\n  - name: a\n    model: openai/x\n    prompt: '{{ inputs.missing }}'\n"
+        "schedule: {cron: '0 25 * * *'}\n"
+    )
+    code, out, err = await overseer(cli_env("sqlite://", fake_model), "check", str(tmp_path))
+    lines = out.strip().splitlines()
+    assert code == 2
+    assert any("broken.yaml" in line and "YAML" in line for line in lines)
+    assert any("typo.yaml: schedule" in line and "cron" in line for line in lines)
+    code, out, _ = await overseer(cli_env("sqlite://", fake_model), "check")
+    assert code == 0 and "ok  content-update" in out
+
+
+async def test_help_answers_fast_without_importing_litellm() -> None:
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-X", "importtime", "-m", "bot.cli", "--help", cwd=str(REPO),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0 and b"overseer" in out
+    assert b"litellm" not in err and b"slack_bolt" not in err
+    print(f"overseer --help took {time.perf_counter() - started:.2f}s")
+
+
+async def _true(value: bool) -> bool:
+    return value
