@@ -18,11 +18,11 @@ from agents import outbox
 from agents.errors import InvalidState, StepError, TemplateFailure, UnknownRun
 from agents.inputs import coerce_inputs
 from agents.spec import ModelStep, ToolStep, WorkflowSpec
-from agents.steps import StepCaller
+from agents.steps import StepCaller, StepSuccess
 from agents.templates import context_for, render, render_value
 from storage import queries
 from storage.db import Database
-from storage.models import Run, StepRun, utcnow
+from storage.models import Attempt, Run, StepRun, utcnow
 
 log = structlog.get_logger("overseer.engine")
 
@@ -100,7 +100,7 @@ class Engine:
         """Drive a run until it finishes, fails or waits for a human; returns its status then."""
         if not await self.claim(run_id):
             return await self.status(run_id)
-        structlog.contextvars.bind_contextvars(run_id=run_id)
+        structlog.contextvars.bind_contextvars(run_id=run_id, workflow=None, step=None, attempt=None)
         task = asyncio.current_task()
         heartbeat = asyncio.create_task(self._heartbeat(run_id, task))
         try:
@@ -145,14 +145,7 @@ class Engine:
         assert run is not None
         spec = WorkflowSpec.model_validate(run.spec)
         structlog.contextvars.bind_contextvars(workflow=run.workflow)
-        async with self.db.sessions.begin() as session:
-            await self._ensure_ours(session, run_id)
-            if run.started_at is None:
-                await queries.set_run_status(
-                    session=session, run_id=run_id, to="running", allowed_from=("queued", "running"), started_at=self.clock()
-                )
-            else:
-                await queries.set_run_status(session=session, run_id=run_id, to="running", allowed_from=("queued", "running"))
+        spent = run.cost_usd
         outputs: dict[str, Any] = {}
         for step_run in steps:
             if step_run.status in queries.DONE_STEP:
@@ -160,24 +153,26 @@ class Engine:
                 continue
             if step_run.status not in ("pending", "running"):
                 return await self.status(run_id)
-            result, output = await self._run_step(run, spec, spec.step(step_run.step), step_run, outputs)
-            if result != "continue":
+            step = spec.step(step_run.step)
+            result = await self._run_step(run, spec, step, step_run, outputs, spent)
+            if isinstance(result, str):
                 return result
-            outputs[step_run.step] = output
-        return await self._finish(run_id, "succeeded")
+            outputs[step.name] = result.output
+            spent = result.spent
+        return await self._finish(run_id, "succeeded", spent)
 
-    async def _ensure_ours(self, session: AsyncSession, run_id: str) -> None:
-        """Fence every write: it happens only while this process holds a live lease on a running run."""
-        from sqlalchemy import update
-
-        result = await session.execute(
-            update(Run)
-            .where(Run.id == run_id, Run.lease_owner == self.settings.owner, Run.status.in_(queries.RUNNABLE))
-            .values(updated_at=self.clock())
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:
+    async def _fence(self, session: AsyncSession, run_id: str, **values: Any) -> None:
+        """Every driver write starts here: it happens only while this process holds a live lease."""
+        if not await queries.fence_run(session=session, run_id=run_id, owner=self.settings.owner, now=self.clock(), **values):
             raise LeaseLost(run_id)
+
+    async def charge(self, session: AsyncSession, run_id: str, attempt: Attempt) -> None:
+        """Record an attempt and add its tokens and cost to the run, fenced by the lease."""
+        await self._fence(
+            session, run_id, tokens_in=Run.tokens_in + attempt.tokens_in, tokens_out=Run.tokens_out + attempt.tokens_out,
+            cost_usd=Run.cost_usd + attempt.cost_usd,
+        )
+        session.add(attempt)
 
     def _render_input(self, step: ModelStep | ToolStep, inputs: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
         context = context_for(inputs, outputs)
@@ -186,54 +181,57 @@ class Engine:
         return render_value(dict(step.args), context)
 
     async def _run_step(
-        self, run: Run, spec: WorkflowSpec, step: ModelStep | ToolStep, step_run: StepRun, outputs: dict[str, Any]
-    ) -> tuple[str, Any]:
-        """Run one step; ("continue", output) when the next step may go on."""
-        structlog.contextvars.bind_contextvars(step=step.name)
+        self, run: Run, spec: WorkflowSpec, step: ModelStep | ToolStep, step_run: StepRun, outputs: dict[str, Any], spent: float
+    ) -> StepSuccess | str:
+        """Run one step: its success (the next step may go on), or the run's status when it stops here."""
+        structlog.contextvars.bind_contextvars(step=step.name, attempt=None)
         try:
             call_input = step_run.input_override or self._render_input(step, run.inputs, outputs)
         except TemplateFailure as exc:
-            return await self._fail_step(run.id, step_run, step, None, exc), None
+            return await self._fail_step(run.id, step_run, step, None, exc)
         async with self.db.sessions.begin() as session:
-            await self._ensure_ours(session, run.id)
+            await self._fence(session, run.id, current_step=step.name)
             await queries.set_step_status(
                 session=session, step_run_id=step_run.id, to="running", allowed_from=("pending", "running"),
                 input=call_input, started_at=self.clock(), error=None,
             )
-            await queries.set_run_status(session=session, run_id=run.id, to="running", allowed_from=("running",), current_step=step.name)
             outbox.announce(session, run.id, outbox.STEP_STARTED, step=step.name, step_kind=step.kind)
-        log.info("step.started", step=step.name)
+        log.info("step.started")
         try:
-            output = await self.caller.call(run.id, spec, step, call_input)
+            success = await self.caller.call(
+                run.id, spec, step, call_input, attempts_so_far=step_run.attempts, spent=spent
+            )
         except StepError as exc:
-            return await self._fail_step(run.id, step_run, step, call_input, exc), None
-        return await self._succeed_step(run.id, spec, step, step_run, output), output
+            return await self._fail_step(run.id, step_run, step, call_input, exc)
+        status = await self._succeed_step(run.id, spec, step, step_run, success)
+        return success if status == "continue" else status
 
-    async def _succeed_step(self, run_id: str, spec: WorkflowSpec, step: ModelStep | ToolStep, step_run: StepRun, output: Any) -> str:
+    async def _succeed_step(
+        self, run_id: str, spec: WorkflowSpec, step: ModelStep | ToolStep, step_run: StepRun, success: StepSuccess
+    ) -> str:
         now = self.clock()
+        attempt = success.attempt
+        waiting = step.checkpoint is not None
         async with self.db.sessions.begin() as session:
-            await self._ensure_ours(session, run_id)
-            if step.checkpoint:
-                await queries.set_step_status(
-                    session=session, step_run_id=step_run.id, to="awaiting_approval", allowed_from=("running",),
-                    output=output, finished_at=now, awaiting_since=now,
-                )
+            await self.charge(session, run_id, attempt)
+            await queries.set_step_status(
+                session=session, step_run_id=step_run.id, to="awaiting_approval" if waiting else "succeeded",
+                allowed_from=("running",), output=success.output, finished_at=now, attempts=attempt.number,
+                cost_usd=StepRun.cost_usd + attempt.cost_usd, **({"awaiting_since": now} if waiting else {}),
+            )
+            if waiting:
                 await queries.set_run_status(
                     session=session, run_id=run_id, to="awaiting_approval", allowed_from=("running",),
                     lease_owner=None, lease_expires_at=None,
                 )
                 outbox.announce(
-                    session, run_id, outbox.CHECKPOINT_WAITING, step=step.name, output=output,
+                    session, run_id, outbox.CHECKPOINT_WAITING, step=step.name, output=success.output,
                     format=step.output.format, approvers=list(spec.approvers),
                 )
-                log.info("step.awaiting_approval", step=step.name)
-                return "awaiting_approval"
-            await queries.set_step_status(
-                session=session, step_run_id=step_run.id, to="succeeded", allowed_from=("running",), output=output, finished_at=now
-            )
-            outbox.announce(session, run_id, outbox.STEP_SUCCEEDED, step=step.name)
-        log.info("step.succeeded", step=step.name)
-        return "continue"
+            else:
+                outbox.announce(session, run_id, outbox.STEP_SUCCEEDED, step=step.name)
+        log.info("step.awaiting_approval" if waiting else "step.succeeded", attempt=attempt.number)
+        return "awaiting_approval" if waiting else "continue"
 
     async def _fail_step(
         self, run_id: str, step_run: StepRun, step: ModelStep | ToolStep, call_input: Any, exc: StepError
@@ -241,15 +239,14 @@ class Engine:
         now = self.clock()
         message = str(exc)
         async with self.db.sessions.begin() as session:
-            await self._ensure_ours(session, run_id)
+            await self._fence(
+                session, run_id, status="failed", error=f"{step.name}: {message}", finished_at=now,
+                lease_owner=None, lease_expires_at=None,
+            )
             tried = await queries.attempts(session=session, run_id=run_id, step=step.name)
             await queries.set_step_status(
                 session=session, step_run_id=step_run.id, to="failed", allowed_from=("pending", "running"),
                 input=call_input, error=message, finished_at=now,
-            )
-            await queries.set_run_status(
-                session=session, run_id=run_id, to="failed", allowed_from=("running",), error=f"{step.name}: {message}",
-                finished_at=now, lease_owner=None, lease_expires_at=None,
             )
             outbox.announce(
                 session, run_id, outbox.STEP_FAILED, step=step.name, step_kind=step.kind, error=message,
@@ -257,18 +254,17 @@ class Engine:
                 attempts=[_attempt_summary(a) for a in tried],
                 last_raw_output=next((a.raw_output for a in reversed(tried) if a.raw_output), None),
             )
-        log.warning("step.failed", step=step.name, error_type=type(exc).__name__, error=message)
+        log.warning("step.failed", error_type=type(exc).__name__, error=message)
         return "failed"
 
-    async def _finish(self, run_id: str, status: str) -> str:
+    async def _finish(self, run_id: str, status: str, spent: float) -> str:
         async with self.db.sessions.begin() as session:
-            await self._ensure_ours(session, run_id)
-            await queries.set_run_status(
-                session=session, run_id=run_id, to=status, allowed_from=("running",), finished_at=self.clock(),
-                current_step=None, lease_owner=None, lease_expires_at=None,
+            await self._fence(
+                session, run_id, status=status, finished_at=self.clock(), current_step=None,
+                lease_owner=None, lease_expires_at=None,
             )
-            run = await queries.get_run(session=session, run_id=run_id)
-            outbox.announce(session, run_id, outbox.RUN_FINISHED, status=status, cost_usd=run.cost_usd if run else 0.0)
+            outbox.announce(session, run_id, outbox.RUN_FINISHED, status=status, cost_usd=spent)
+        structlog.contextvars.bind_contextvars(step=None, attempt=None)
         log.info("run.finished", status=status)
         return status
 

@@ -17,7 +17,6 @@ from agents.errors import BadOutput, BudgetExceeded, CallTimeout, StepError
 from agents.retry import retrying
 from agents.spec import ModelStep, ToolStep, WorkflowSpec
 from agents.tools import call_tool
-from storage import queries
 from storage.models import Attempt, Run, StepRun
 
 if TYPE_CHECKING:
@@ -47,18 +46,27 @@ class _Outcome:
     cost_usd: float = 0.0
 
 
+@dataclass(frozen=True)
+class StepSuccess:
+    """A step's validated output and its successful attempt, not yet saved: the engine records the
+    attempt and the step's result in one transaction."""
+
+    output: Any
+    attempt: Attempt
+    spent: float  # the run's cost including this attempt
+
+
 class StepCaller:
     """Calls a step's model or tool until it succeeds, fails for good, or runs out of attempts."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    async def call(self, run_id: str, spec: WorkflowSpec, step: ModelStep | ToolStep, call_input: Any) -> Any:
+    async def call(
+        self, run_id: str, spec: WorkflowSpec, step: ModelStep | ToolStep, call_input: Any, *, attempts_so_far: int, spent: float
+    ) -> StepSuccess:
         """The step's validated output, or a StepError saying why there is none."""
-        async with self.engine.db.sessions() as session:
-            number = await queries.last_attempt_number(session=session, run_id=run_id, step=step.name)
-            run = await queries.get_run(session=session, run_id=run_id)
-        state = _StepState(run_id=run_id, number=number, spent=run.cost_usd if run else 0.0)
+        state = _StepState(run_id=run_id, number=attempts_so_far, spent=spent)
         targets = [step.model, *step.fallbacks] if isinstance(step, ModelStep) else [step.tool]
         last: StepError | None = None
         for fallback_index, target in enumerate(targets):
@@ -130,12 +138,13 @@ class StepCaller:
                     {"role": "assistant", "content": outcome.raw or ""},
                     {"role": "user", "content": f"Your answer broke the output contract: {exc}. Answer again, correctly."},
                 ]
-            await self._record(state, step, target, fallback_index, model_attempt, recorded_input, outcome, started, exc)
+            await self._record_failure(state, step, self._attempt_row(
+                state, step, target, fallback_index, model_attempt, recorded_input, outcome, started, exc))
             raise
-        await self._record(state, step, target, fallback_index, model_attempt, recorded_input,
-                           _Outcome(outcome.raw, parsed, outcome.model_used, outcome.tokens_in, outcome.tokens_out, outcome.cost_usd),
-                           started, None)
-        return parsed
+        row = self._attempt_row(state, step, target, fallback_index, model_attempt, recorded_input,
+                                _Outcome(outcome.raw, parsed, outcome.model_used, outcome.tokens_in, outcome.tokens_out,
+                                         outcome.cost_usd), started, None)
+        return StepSuccess(output=parsed, attempt=row, spent=state.spent + row.cost_usd)
 
     async def _complete(self, step: ModelStep, target: str, messages: list[dict[str, str]]) -> model_call.ModelResult:
         api_key = self.engine.settings.secrets.get(step.api_key_env) if step.api_key_env else None
@@ -159,43 +168,35 @@ class StepCaller:
                 f"the next call to {target} costs about ${estimate:.4f}"
             )
 
-    async def _record(
+    def _attempt_row(
         self, state: _StepState, step: ModelStep | ToolStep, target: str, fallback_index: int, model_attempt: int,
         recorded_input: Any, outcome: _Outcome, started: float, error: StepError | None,
-    ) -> None:
-        latency = (time.perf_counter() - started) * 1000
+    ) -> Attempt:
+        return Attempt(
+            run_id=state.run_id, step=step.name, number=state.number, model=target, fallback_index=fallback_index,
+            model_attempt=model_attempt, model_used=outcome.model_used, input=recorded_input, raw_output=outcome.raw,
+            parsed_output=outcome.parsed if error is None else None,
+            error_type=type(error).__name__ if error else None, error_message=str(error) if error else None,
+            tokens_in=outcome.tokens_in, tokens_out=outcome.tokens_out, cost_usd=outcome.cost_usd,
+            latency_ms=(time.perf_counter() - started) * 1000, started_at=self.engine.clock(),
+        )
+
+    async def _record_failure(self, state: _StepState, step: ModelStep | ToolStep, row: Attempt) -> None:
         engine = self.engine
         async with engine.db.sessions.begin() as session:
-            await engine._ensure_ours(session, state.run_id)
-            attempt = Attempt(
-                run_id=state.run_id, step=step.name, number=state.number, model=target, fallback_index=fallback_index,
-                model_attempt=model_attempt, model_used=outcome.model_used, input=recorded_input, raw_output=outcome.raw,
-                parsed_output=outcome.parsed if error is None else None,
-                error_type=type(error).__name__ if error else None, error_message=str(error) if error else None,
-                tokens_in=outcome.tokens_in, tokens_out=outcome.tokens_out, cost_usd=outcome.cost_usd,
-                latency_ms=latency, started_at=engine.clock(),
-            )
-            session.add(attempt)
-            await session.execute(
-                update(Run).where(Run.id == state.run_id).values(
-                    tokens_in=Run.tokens_in + outcome.tokens_in, tokens_out=Run.tokens_out + outcome.tokens_out,
-                    cost_usd=Run.cost_usd + outcome.cost_usd,
-                ).execution_options(synchronize_session=False)
-            )
+            await engine.charge(session, state.run_id, row)
             await session.execute(
                 update(StepRun).where(StepRun.run_id == state.run_id, StepRun.step == step.name)
-                .values(attempts=state.number, cost_usd=StepRun.cost_usd + outcome.cost_usd)
+                .values(attempts=row.number, cost_usd=StepRun.cost_usd + row.cost_usd)
                 .execution_options(synchronize_session=False)
             )
-            if error is not None:
-                outbox.announce(session, state.run_id, outbox.ATTEMPT_FAILED, step=step.name, attempt=state.number,
-                                model=target, error_type=type(error).__name__, error=str(error)[:500])
+            outbox.announce(session, state.run_id, outbox.ATTEMPT_FAILED, step=step.name, attempt=row.number,
+                            model=row.model, error_type=row.error_type, error=(row.error_message or "")[:500])
             await session.flush()
-            state.last_attempt_id = attempt.id
-        state.spent += outcome.cost_usd
-        if error is not None:
-            log.warning("step.attempt_failed", model=target, error_type=type(error).__name__, error=str(error)[:300],
-                        latency_ms=round(latency, 1))
+            state.last_attempt_id = row.id
+        state.spent += row.cost_usd
+        log.warning("step.attempt_failed", model=row.model, error_type=row.error_type,
+                    error=(row.error_message or "")[:300], latency_ms=round(row.latency_ms, 1))
 
     async def _record_backoff(self, state: _StepState, delay: float) -> None:
         if state.last_attempt_id is None:

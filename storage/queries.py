@@ -121,7 +121,7 @@ async def runnable_run_ids(*, session: AsyncSession, now: datetime, limit: int) 
 
 
 async def claim_run(*, session: AsyncSession, run_id: str, owner: str, now: datetime, lease_s: float) -> bool:
-    """Take the lease of a runnable run if nobody holds a live one; True when it is ours."""
+    """Take the lease of a runnable run (and mark it running) if nobody holds a live one."""
     result = await session.execute(
         update(Run)
         .where(
@@ -129,7 +129,22 @@ async def claim_run(*, session: AsyncSession, run_id: str, owner: str, now: date
             Run.status.in_(RUNNABLE),
             or_(Run.lease_owner.is_(None), Run.lease_owner == owner, Run.lease_expires_at < now),
         )
-        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s))
+        .values(
+            lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s), status="running",
+            started_at=func.coalesce(Run.started_at, now), updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+async def fence_run(*, session: AsyncSession, run_id: str, owner: str, now: datetime, **values: Any) -> bool:
+    """Update a run only while `owner` holds its lease and it is still runnable: every driver write goes
+    through here, so a process that lost its lease (or a cancelled run) changes nothing."""
+    result = await session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.lease_owner == owner, Run.status.in_(RUNNABLE))
+        .values(updated_at=now, **values)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1
@@ -250,3 +265,82 @@ async def awaiting_checkpoints(*, session: AsyncSession) -> Sequence[tuple[StepR
         .order_by(StepRun.awaiting_since)
     )
     return [(s, r) for s, r in rows.all()]
+
+
+# --- chat side ---
+
+from storage.models import ChatMessage  # noqa: E402 - the chat side's own rows
+
+
+async def get_chat_message(*, session: AsyncSession, run_id: str | None, key: str) -> ChatMessage | None:
+    """A message the chat side posted for a run, by key ("parent", "checkpoint:<step>", ...)."""
+    return await session.scalar(select(ChatMessage).where(ChatMessage.run_id == run_id, ChatMessage.key == key))
+
+
+async def put_chat_message(*, session: AsyncSession, run_id: str | None, key: str, channel: str, ts: str) -> None:
+    """Remember (or move) the message posted for (run, key)."""
+    found = await get_chat_message(session=session, run_id=run_id, key=key)
+    if found is None:
+        session.add(ChatMessage(run_id=run_id, key=key, channel=channel, ts=ts, created_at=utcnow()))
+    else:
+        found.channel, found.ts = channel, ts
+
+
+async def latest_chat_message(*, session: AsyncSession, run_id: str, prefix: str) -> ChatMessage | None:
+    """The newest message of a run whose key starts with `prefix` (e.g. its last failure report)."""
+    return await session.scalar(
+        select(ChatMessage)
+        .where(ChatMessage.run_id == run_id, ChatMessage.key.startswith(prefix, autoescape=True))
+        .order_by(ChatMessage.id.desc())
+        .limit(1)
+    )
+
+
+async def set_run_message(*, session: AsyncSession, run_id: str, channel: str, ts: str) -> None:
+    """Record where a run's parent message lives."""
+    await session.execute(
+        update(Run).where(Run.id == run_id).values(channel=channel, message_ts=ts).execution_options(synchronize_session=False)
+    )
+
+
+async def outbox_followers(*, session: AsyncSession, stream: str, after_id: int, limit: int = 50) -> Sequence[OutboxMessage]:
+    """The undelivered messages that follow `after_id` in one stream, in order."""
+    query = (
+        select(OutboxMessage)
+        .where(OutboxMessage.stream == stream, OutboxMessage.id > after_id, OutboxMessage.delivered_at.is_(None))
+        .order_by(OutboxMessage.id)
+        .limit(limit)
+    )
+    return (await session.scalars(query)).all()
+
+
+async def retry_outbox_later(
+    *, session: AsyncSession, message_id: int, owner: str, next_try_at: datetime, error: str
+) -> None:
+    """A delivery failed for a passing reason: count the try, note why, release the claim until next_try_at."""
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message_id, OutboxMessage.claimed_by == owner)
+        .values(tries=OutboxMessage.tries + 1, last_error=error[:2000], next_try_at=next_try_at, claimed_by=None, claimed_until=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def finish_outbox(*, session: AsyncSession, message_id: int, now: datetime, error: str | None = None) -> None:
+    """Delivered (or given up for good): counts the try and keeps the error, if any, in last_error."""
+    values: dict[str, Any] = {"delivered_at": now, "claimed_by": None, "claimed_until": None, "tries": OutboxMessage.tries + 1}
+    if error is not None:
+        values["last_error"] = error[:2000]
+    await session.execute(
+        update(OutboxMessage).where(OutboxMessage.id == message_id).values(**values).execution_options(synchronize_session=False)
+    )
+
+
+async def events(*, session: AsyncSession, run_id: str | None = None, kind: str | None = None) -> Sequence[Event]:
+    """Recorded events, oldest first."""
+    query = select(Event)
+    if run_id is not None:
+        query = query.where(Event.run_id == run_id)
+    if kind is not None:
+        query = query.where(Event.kind == kind)
+    return (await session.scalars(query.order_by(Event.id))).all()
