@@ -169,14 +169,14 @@ class ScheduleSpec(_Frozen):
 
     @model_validator(mode="after")
     def _valid(self) -> ScheduleSpec:
-        from apscheduler.triggers.cron import CronTrigger
+        from agents.cron import crontab_trigger
 
         try:
-            tz = ZoneInfo(self.timezone)
+            ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {self.timezone!r} (write e.g. Europe/London)") from None
         try:
-            CronTrigger.from_crontab(self.cron, timezone=tz)
+            crontab_trigger(self.cron, self.timezone)
         except ValueError as exc:
             raise ValueError(f"bad cron expression {self.cron!r}: {exc}") from None
         return self
@@ -269,6 +269,14 @@ def parse_spec(data: Any, source: str) -> WorkflowSpec:
     from agents.templates import check_spec_templates
 
     problems = check_spec_templates(spec)
+    if spec.schedule is not None:
+        from agents.errors import InvalidInputs
+        from agents.inputs import coerce_inputs
+
+        try:
+            coerce_inputs(spec, dict(spec.schedule.inputs))
+        except InvalidInputs as exc:
+            problems.append(f"schedule.inputs: {exc}")
     if problems:
         raise SpecError("\n".join(f"{source}: {p}" for p in problems))
     return spec

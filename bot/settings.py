@@ -66,10 +66,10 @@ class Settings(BaseSettings):
     @field_validator("digest_cron")
     @classmethod
     def _cron(cls, value: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
+        from agents.cron import crontab_trigger
 
         try:
-            CronTrigger.from_crontab(value)
+            crontab_trigger(value, "UTC")
         except ValueError as exc:
             raise ValueError(f"bad cron expression: {exc}") from None
         return value

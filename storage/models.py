@@ -90,7 +90,11 @@ class Run(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(100))
     lease_expires_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_runs_status_lease", "status", "lease_expires_at"),)
+    __table_args__ = (
+        Index("ix_runs_status_lease", "status", "lease_expires_at"),
+        Index("ix_runs_finished_at", "finished_at", "workflow", "status"),
+        Index("ix_runs_id_workflow", "id", "workflow"),  # the digest joins on it; runs rows are wide
+    )
 
 
 class StepRun(Base):
@@ -183,6 +187,8 @@ class Event(Base):
     actor: Mapped[str | None] = mapped_column(String(200))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_events_kind_at", "kind", "at"),)
 
 
 class OutboxMessage(Base):

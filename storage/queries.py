@@ -251,9 +251,22 @@ async def try_claim(*, session: AsyncSession, key: str, owner: str) -> bool:
     return result.rowcount == 1
 
 
-def add_event(*, session: AsyncSession, run_id: str | None, kind: str, actor: str | None, **detail: Any) -> None:
-    """Keep a note of something that is not a state change (a refused click, a reminder)."""
-    session.add(Event(run_id=run_id, kind=kind, actor=actor, detail=detail, at=utcnow()))
+def add_event(
+    *, session: AsyncSession, run_id: str | None, kind: str, actor: str | None, at: datetime | None = None, **detail: Any
+) -> None:
+    """Keep a note of something that is not a state change (a refused click, an escalation)."""
+    session.add(Event(run_id=run_id, kind=kind, actor=actor, detail=detail, at=at or utcnow()))
+
+
+async def last_claim_key(*, session: AsyncSession, prefix: str) -> str | None:
+    """The greatest claim key starting with `prefix` (a range scan on the primary key), or None."""
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return await session.scalar(select(func.max(Claim.key)).where(Claim.key >= prefix, Claim.key < upper))
+
+
+async def claim_exists(*, session: AsyncSession, key: str) -> bool:
+    """True when someone already holds this once-only key."""
+    return await session.get(Claim, key) is not None
 
 
 async def awaiting_checkpoints(*, session: AsyncSession) -> Sequence[tuple[StepRun, Run]]:
@@ -322,6 +335,16 @@ async def retry_outbox_later(
         update(OutboxMessage)
         .where(OutboxMessage.id == message_id, OutboxMessage.claimed_by == owner)
         .values(tries=OutboxMessage.tries + 1, last_error=error[:2000], next_try_at=next_try_at, claimed_by=None, claimed_until=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def release_outbox(*, session: AsyncSession, message_id: int, owner: str) -> None:
+    """Give a claimed message back untouched (a clean shutdown mid-delivery)."""
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message_id, OutboxMessage.claimed_by == owner, OutboxMessage.delivered_at.is_(None))
+        .values(claimed_by=None, claimed_until=None)
         .execution_options(synchronize_session=False)
     )
 

@@ -1,0 +1,294 @@
+"""The digest: how each workflow did over a window, from SQL aggregates (storage.digest_queries).
+
+Definitions (the window is [now - days, now), half-open, UTC):
+
+- started: runs created in the window.
+- succeeded / failed / rejected / expired / cancelled: runs that *finished* in the window, by final
+  status (a run that failed, was retried and then succeeded counts once, as succeeded).
+- waiting: runs waiting at a checkpoint at the time of the query (not bounded by the window).
+- success rate: succeeded / (succeeded + failed + rejected + expired) over runs finished in the
+  window. Cancelled runs are left out (a person stopped them; they say nothing of the agent).
+  None when no run finished. `success_rate_change` is that rate minus the same rate over the 7 days
+  before the window (a fraction: 0.05 is "+5 points"); None if either side is undefined.
+- daily_success_rate: 14 values, oldest first, the success rate of each 24-hour slice ending at
+  `now` (slice 13 is the last 24 hours); None for a slice in which no run finished.
+- top_failed_steps: the 3 steps most often the cause of a run that finished failed in the window.
+- retries: attempts made in the window beyond the first of their step (attempt number > 1,
+  fallback models included). retry_exhaustions: steps of runs that finished failed in the window
+  after more than one attempt, the last of which failed with a transient error (the retries ran out).
+- checkpoints: decisions taken in the window, by action: approved (as is), edited, rejected,
+  expired (by a deadline). escalations_held: checkpoints escalated with on_timeout: hold.
+- edit rate: sum(chars_changed) / sum(chars_total) over approved and edited decisions: the share of
+  the agent's checkpointed output that humans rewrote (0 = taken as is). None without such decisions.
+- median_decision_s: median of Decision.wait_s over human decisions (approve, edit, reject; not
+  expire) taken in the window.
+- cost_usd: the cost of the attempts made in the window; cost_per_success_usd = cost_usd / succeeded
+  (what one success cost, failures included). None when nothing succeeded.
+- duration_p50_s / p95_s: wall-clock seconds from started_at to finished_at (checkpoint waits
+  included) of runs finished in the window; linear interpolation between ranks (as percentile_cont).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from agents.errors import TransientError
+from storage import digest_queries as dq
+from storage.db import Database
+
+SERIES_DAYS = 14
+PREVIOUS_DAYS = 7
+TOP_STEPS = 3
+MAX_DAYS = 365  # one UNION ALL branch per day: SQLite allows 500
+FINISHED = ("succeeded", "failed", "rejected", "expired")  # the denominator of the success rate
+HUMAN_ACTIONS = ("approve", "edit", "reject")
+
+
+def transient_error_types() -> tuple[str, ...]:
+    """Names of the error classes recorded for attempts that were worth retrying."""
+    found: list[type] = [TransientError]
+    i = 0
+    while i < len(found):
+        found.extend(c for c in found[i].__subclasses__() if c not in found)
+        i += 1
+    return tuple(sorted(c.__name__ for c in found))
+
+
+@dataclass
+class StepCount:
+    step: str
+    count: int
+
+
+@dataclass
+class WorkflowDigest:
+    """One workflow's numbers over the window (see the module docstring for definitions)."""
+
+    workflow: str
+    started: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    rejected: int = 0
+    expired: int = 0
+    cancelled: int = 0
+    waiting: int = 0
+    success_rate: float | None = None
+    success_rate_previous: float | None = None
+    success_rate_change: float | None = None
+    top_failed_steps: list[StepCount] = field(default_factory=list)
+    attempts: int = 0
+    retries: int = 0
+    retry_exhaustions: int = 0
+    approved: int = 0
+    edited: int = 0
+    checkpoint_rejected: int = 0
+    checkpoint_expired: int = 0
+    escalations_held: int = 0
+    edit_rate: float | None = None
+    median_decision_s: float | None = None
+    cost_usd: float = 0.0
+    cost_per_success_usd: float | None = None
+    duration_p50_s: float | None = None
+    duration_p95_s: float | None = None
+    daily_success_rate: list[float | None] = field(default_factory=lambda: [None] * SERIES_DAYS)
+
+    @property
+    def finished(self) -> int:
+        return self.succeeded + self.failed + self.rejected + self.expired + self.cancelled
+
+    @property
+    def decisions(self) -> int:
+        return self.approved + self.edited + self.checkpoint_rejected + self.checkpoint_expired
+
+    @property
+    def activity(self) -> int:
+        """A rough size, to choose which workflows to show first when space is short."""
+        return self.started + self.finished + self.waiting + self.decisions
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any]) -> WorkflowDigest:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["top_failed_steps"] = [StepCount(**s) for s in data.get("top_failed_steps", [])]
+        values["daily_success_rate"] = list(data.get("daily_success_rate", [None] * SERIES_DAYS))
+        return cls(**values)
+
+
+@dataclass
+class Digest:
+    """Every workflow's numbers over [window_start, window_end), plus the totals across them."""
+
+    window_start: datetime
+    window_end: datetime
+    days: int
+    workflows: list[WorkflowDigest]
+    totals: WorkflowDigest
+
+    def to_payload(self) -> dict[str, Any]:
+        """Plain JSON: what the outbox stores and the renderers read."""
+        return {
+            "window_start": self.window_start.isoformat(),
+            "window_end": self.window_end.isoformat(),
+            "days": self.days,
+            "workflows": [asdict(w) for w in self.workflows],
+            "totals": asdict(self.totals),
+        }
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any]) -> Digest:
+        return cls(
+            window_start=datetime.fromisoformat(data["window_start"]),
+            window_end=datetime.fromisoformat(data["window_end"]),
+            days=int(data["days"]),
+            workflows=[WorkflowDigest.from_payload(w) for w in data.get("workflows", [])],
+            totals=WorkflowDigest.from_payload(data.get("totals") or {"workflow": "all"}),
+        )
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """The q-quantile (0..1) by linear interpolation between closest ranks; None for no values."""
+    if not sorted_values:
+        return None
+    pos = q * (len(sorted_values) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def _rate(succeeded: int, finished: int) -> float | None:
+    return succeeded / finished if finished else None
+
+
+class _Raw:
+    """Everything fetched for one workflow, before the ratios are taken."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.waiting = 0
+        self.status: dict[str, int] = defaultdict(int)  # in the window
+        self.prev_succeeded = 0
+        self.prev_finished = 0
+        self.day_succeeded = [0] * SERIES_DAYS
+        self.day_finished = [0] * SERIES_DAYS
+        self.failed_steps: dict[str, int] = defaultdict(int)
+        self.attempts = self.retries = self.exhaustions = 0
+        self.cost = 0.0
+        self.actions: dict[str, int] = defaultdict(int)
+        self.chars_changed = self.chars_total = 0
+        self.waits: list[float] = []
+        self.durations: list[float] = []
+        self.held = 0
+
+    def merge(self, other: _Raw) -> None:
+        self.started += other.started
+        self.waiting += other.waiting
+        for k, v in other.status.items():
+            self.status[k] += v
+        self.prev_succeeded += other.prev_succeeded
+        self.prev_finished += other.prev_finished
+        for i in range(SERIES_DAYS):
+            self.day_succeeded[i] += other.day_succeeded[i]
+            self.day_finished[i] += other.day_finished[i]
+        for k, v in other.failed_steps.items():
+            self.failed_steps[k] += v
+        self.attempts += other.attempts
+        self.retries += other.retries
+        self.exhaustions += other.exhaustions
+        self.cost += other.cost
+        for k, v in other.actions.items():
+            self.actions[k] += v
+        self.chars_changed += other.chars_changed
+        self.chars_total += other.chars_total
+        self.waits.extend(other.waits)
+        self.durations.extend(other.durations)
+        self.held += other.held
+
+    def digest(self, workflow: str) -> WorkflowDigest:
+        s = self.status
+        finished = sum(s[k] for k in FINISHED)
+        rate = _rate(s["succeeded"], finished)
+        prev = _rate(self.prev_succeeded, self.prev_finished)
+        durations = sorted(self.durations)
+        steps = sorted(self.failed_steps.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_STEPS]
+        return WorkflowDigest(
+            workflow=workflow, started=self.started, succeeded=s["succeeded"], failed=s["failed"],
+            rejected=s["rejected"], expired=s["expired"], cancelled=s["cancelled"], waiting=self.waiting,
+            success_rate=rate, success_rate_previous=prev,
+            success_rate_change=(rate - prev) if rate is not None and prev is not None else None,
+            top_failed_steps=[StepCount(k, v) for k, v in steps],
+            attempts=self.attempts, retries=self.retries, retry_exhaustions=self.exhaustions,
+            approved=self.actions["approve"], edited=self.actions["edit"],
+            checkpoint_rejected=self.actions["reject"], checkpoint_expired=self.actions["expire"],
+            escalations_held=self.held,
+            edit_rate=self.chars_changed / self.chars_total if self.chars_total else None,
+            median_decision_s=percentile(sorted(self.waits), 0.5),
+            cost_usd=round(self.cost, 10),
+            cost_per_success_usd=round(self.cost / s["succeeded"], 10) if s["succeeded"] else None,
+            duration_p50_s=percentile(durations, 0.5), duration_p95_s=percentile(durations, 0.95),
+            daily_success_rate=[
+                _rate(self.day_succeeded[i], self.day_finished[i]) for i in range(SERIES_DAYS)
+            ],
+        )
+
+
+async def compute_digest(
+    db: Database, *, now: datetime, days: int = 1, workflows: Iterable[str] = ()
+) -> Digest:
+    """The digest over [now - days, now); `workflows` are listed even when they did nothing."""
+    if not 1 <= days <= MAX_DAYS:
+        raise ValueError(f"days must be between 1 and {MAX_DAYS}")
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    now = now.astimezone(timezone.utc)
+    start = now - timedelta(days=days)
+    raw: dict[str, _Raw] = defaultdict(_Raw)
+    for name in workflows:
+        raw[name]  # noqa: B018 - listed even when quiet
+    buckets = max(SERIES_DAYS, days + PREVIOUS_DAYS)
+    async with db.sessions() as session:
+        for wf, n in await dq.runs_started(session=session, start=start, end=now):
+            raw[wf].started = n
+        for wf, n in await dq.runs_waiting(session=session):
+            raw[wf].waiting = n
+        for wf, status, bucket, n in await dq.runs_finished_by_day(session=session, end=now, buckets=buckets):
+            r = raw[wf]
+            if bucket < days:
+                r.status[status] += n
+            elif bucket < days + PREVIOUS_DAYS and status in FINISHED:
+                r.prev_finished += n
+                r.prev_succeeded += n if status == "succeeded" else 0
+            if bucket < SERIES_DAYS and status in FINISHED:
+                i = SERIES_DAYS - 1 - bucket  # oldest first
+                r.day_finished[i] += n
+                r.day_succeeded[i] += n if status == "succeeded" else 0
+        for wf, step, n in await dq.failed_steps(session=session, start=start, end=now):
+            raw[wf].failed_steps[step] += n
+        for wf, n in await dq.retry_exhaustions(
+            session=session, start=start, end=now, transient_types=transient_error_types()
+        ):
+            raw[wf].exhaustions = n
+        for wf, n, retries, cost in await dq.attempt_totals(session=session, start=start, end=now):
+            raw[wf].attempts, raw[wf].retries, raw[wf].cost = n, retries, cost
+        for wf, action, n, changed, total in await dq.decision_totals(session=session, start=start, end=now):
+            raw[wf].actions[action] += n
+            if action in ("approve", "edit"):
+                raw[wf].chars_changed += changed
+                raw[wf].chars_total += total
+        for wf, wait in await dq.decision_waits(session=session, start=start, end=now, actions=HUMAN_ACTIONS):
+            raw[wf].waits.append(wait)
+        for wf, seconds in await dq.run_durations(session=session, start=start, end=now):
+            raw[wf].durations.append(seconds)
+        for wf, n in await dq.escalations(session=session, start=start, end=now):
+            raw[wf].held = n
+    total = _Raw()
+    for r in raw.values():
+        total.merge(r)
+    return Digest(
+        window_start=start, window_end=now, days=days,
+        workflows=[raw[name].digest(name) for name in sorted(raw)],
+        totals=total.digest("all workflows"),
+    )

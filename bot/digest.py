@@ -1,0 +1,237 @@
+"""The digest for people: aligned plain text for the terminal, Block Kit for Slack.
+
+Both read the JSON payload of agents.digest.Digest.to_payload() (as stored in the outbox), so a digest
+renders the same whether it was computed just now or a day ago by another replica.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+SPARKS = "▁▂▃▄▅▆▇█"
+NO_DATA = "·"
+
+# Slack limits (see /work/shared/slack-facts.md).
+MAX_BLOCKS = 50
+MAX_SECTION_TEXT = 3000
+MAX_FIELDS = 10
+MAX_FIELD_TEXT = 2000
+MAX_HEADER = 150
+MAX_CONTEXT_ELEMENTS = 10
+
+
+# --- small formatters ----------------------------------------------------------------------------
+
+
+def escape(text: Any) -> str:
+    """Text from data, made inert in mrkdwn: & < > and nothing else."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def clip(text: str, limit: int) -> str:
+    """At most `limit` characters, with an ellipsis when cut (never in the middle of an &entity;)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
+
+
+def sparkline(values: list[float | None]) -> str:
+    """One character per value on a fixed 0..1 scale (rates); · where there is no value."""
+    out = []
+    for v in values:
+        if v is None:
+            out.append(NO_DATA)
+        else:
+            out.append(SPARKS[min(int(max(v, 0.0) * len(SPARKS)), len(SPARKS) - 1)])
+    return "".join(out)
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.0f}%"
+
+
+def pct_fine(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f}%"
+
+
+def change(value: float | None) -> str:
+    """A change in percentage points: ▲ 5 pts, ▼ 12 pts, ± 0 pts."""
+    if value is None:
+        return "no earlier data"
+    points = value * 100
+    if round(points) == 0:
+        return "± 0 pts"
+    return f"{'▲' if points > 0 else '▼'} {abs(points):.0f} pts"
+
+
+def duration(seconds: float | None) -> str:
+    """90 → 1m 30s; 5400 → 1h 30m; 0.4 → 0.4s."""
+    if seconds is None:
+        return "–"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    s = int(round(seconds))
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    if d:
+        return f"{d}d {h}h"
+    if h:
+        return f"{h}h {m:02d}m"
+    if m:
+        return f"{m}m {s:02d}s"
+    return f"{s}s"
+
+
+def money(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"${value:,.2f}" if value >= 1 or value == 0 else f"${value:.4f}"
+
+
+def _window(payload: dict[str, Any]) -> str:
+    days = int(payload.get("days", 1))
+    end = datetime.fromisoformat(payload["window_end"])
+    span = "last 24 h" if days == 1 else f"last {days} days"
+    return f"{span} to {end:%Y-%m-%d %H:%M} UTC"
+
+
+def _runs_line(w: dict[str, Any]) -> str:
+    return (
+        f"{w['started']} started · {w['succeeded']} succeeded · {w['failed']} failed · {w['rejected']} rejected · "
+        f"{w['expired']} expired · {w['waiting']} waiting" + (f" · {w['cancelled']} cancelled" if w["cancelled"] else "")
+    )
+
+
+def _failures(w: dict[str, Any], esc: bool) -> str:
+    steps = w.get("top_failed_steps") or []
+    if not steps:
+        return "none"
+    name = escape if esc else str
+    return ", ".join(f"{name(s['step'])} ×{s['count']}" for s in steps)
+
+
+def _checkpoints_line(w: dict[str, Any]) -> str:
+    parts = [f"{w['approved']} approved", f"{w['edited']} edited", f"{w['checkpoint_rejected']} rejected",
+             f"{w['checkpoint_expired']} expired"]
+    if w.get("escalations_held"):
+        parts.append(f"{w['escalations_held']} held")
+    return " · ".join(parts)
+
+
+# --- plain text ----------------------------------------------------------------------------------
+
+
+def digest_text(payload: dict[str, Any]) -> str:
+    """The digest as aligned plain text (for `overseer digest --print`)."""
+    workflows = payload.get("workflows") or []
+    lines = [f"Overseer digest · {_window(payload)}", ""]
+    if not workflows:
+        lines.append("No workflow ran in this window.")
+        return "\n".join(lines) + "\n"
+    label = 12
+    for w in [*workflows, *([payload["totals"]] if len(workflows) > 1 and payload.get("totals") else [])]:
+        rows = [
+            ("runs", _runs_line(w)),
+            ("success", f"{pct(w['success_rate'])}  ({change(w['success_rate_change'])} vs the 7 days before)"),
+            ("14 days", f"{sparkline(w['daily_success_rate'])}  (oldest → today)"),
+            ("failures", f"{_failures(w, esc=False)} · {w['retries']} retries · {w['retry_exhaustions']} retries ran out"),
+            ("checkpoints", _checkpoints_line(w)),
+            ("decisions", f"edit rate {pct_fine(w['edit_rate'])} · median wait {duration(w['median_decision_s'])}"),
+            ("cost", f"{money(w['cost_usd'])} total · {money(w['cost_per_success_usd'])} per successful run"),
+            ("duration", f"p50 {duration(w['duration_p50_s'])} · p95 {duration(w['duration_p95_s'])}"),
+        ]
+        title = w["workflow"] if w is not payload.get("totals") else "All workflows"
+        lines.append(title)
+        lines.extend(f"  {k:<{label}}{v}" for k, v in rows)
+        lines.append("")
+    return "\n".join(lines)
+
+
+# --- Block Kit -----------------------------------------------------------------------------------
+
+
+def _section(text: str, fields: list[str] | None = None) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, MAX_SECTION_TEXT)}}
+    if fields:
+        block["fields"] = [{"type": "mrkdwn", "text": clip(f, MAX_FIELD_TEXT)} for f in fields[:MAX_FIELDS]]
+    return block
+
+
+def _context(*texts: str) -> dict[str, Any]:
+    return {
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": clip(t, MAX_SECTION_TEXT)} for t in texts[:MAX_CONTEXT_ELEMENTS]],
+    }
+
+
+def _workflow_blocks(w: dict[str, Any]) -> list[dict[str, Any]]:
+    name = escape(w["workflow"])
+    fields = [
+        f"*Runs*\n{_runs_line(w)}",
+        f"*Success rate*\n{pct(w['success_rate'])} ({change(w['success_rate_change'])} vs the 7 days before)",
+        f"*Failed most*\n{_failures(w, esc=True)}",
+        f"*Retries*\n{w['retries']} spent · {w['retry_exhaustions']} ran out",
+        f"*Checkpoints*\n{_checkpoints_line(w)}",
+        f"*Edit rate · median wait*\n{pct_fine(w['edit_rate'])} · {duration(w['median_decision_s'])}",
+        f"*Cost*\n{money(w['cost_usd'])} total · {money(w['cost_per_success_usd'])} per success",
+        f"*Duration*\np50 {duration(w['duration_p50_s'])} · p95 {duration(w['duration_p95_s'])}",
+    ]
+    return [
+        _section(f"*{name}*", fields),
+        _context(f"14 days `{sparkline(w['daily_success_rate'])}` oldest → today"),
+    ]
+
+
+def _summary(w: dict[str, Any]) -> str:
+    return (
+        f"{w['started']} runs started · {w['succeeded']} succeeded · {w['failed']} failed · "
+        f"success {pct(w['success_rate'])} ({change(w['success_rate_change'])}) · cost {money(w['cost_usd'])}"
+    )
+
+
+def digest_message(payload: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """(fallback text, blocks) for chat.postMessage; within Slack's limits whatever the payload holds."""
+    workflows = list(payload.get("workflows") or [])
+    totals = payload.get("totals")
+    header = {"type": "header", "text": {"type": "plain_text", "text": clip(f"Overseer digest · {_window(payload)}", MAX_HEADER), "emoji": True}}
+    blocks: list[dict[str, Any]] = [header]
+    if totals and workflows:
+        blocks.append(_context(escape(_summary(totals))))
+    if not workflows:
+        blocks.append(_section("No workflow ran in this window."))
+        return f"Overseer digest ({_window(payload)}): nothing ran.", blocks
+
+    per = 2  # blocks per workflow
+    room = MAX_BLOCKS - len(blocks)
+    if len(workflows) * per <= room:
+        shown, rest = workflows, []
+    else:
+        keep = (room - 1) // per  # one block left for the rest
+        ranked = sorted(range(len(workflows)), key=lambda i: (-_activity(workflows[i]), i))
+        chosen = set(ranked[:keep])
+        shown = [w for i, w in enumerate(workflows) if i in chosen]
+        rest = [w for i, w in enumerate(workflows) if i not in chosen]
+    for w in shown:
+        blocks.extend(_workflow_blocks(w))
+    if rest:
+        lines = [f"*{len(rest)} more workflows*"]
+        for w in sorted(rest, key=lambda w: -_activity(w)):
+            lines.append(f"• {escape(w['workflow'])}: {w['started']} started, success {pct(w['success_rate'])}")
+        text = "\n".join(lines)
+        if len(text) > MAX_SECTION_TEXT:
+            text = clip(text[: MAX_SECTION_TEXT - 2].rsplit("\n", 1)[0] + "\n…", MAX_SECTION_TEXT)
+        blocks.append(_section(text))
+    fallback = f"Overseer digest ({_window(payload)}): {escape(_summary(totals))}" if totals else "Overseer digest"
+    return fallback, blocks
+
+
+def _activity(w: dict[str, Any]) -> int:
+    return int(w.get("started", 0)) + int(w.get("waiting", 0)) + sum(
+        int(w.get(k, 0)) for k in ("succeeded", "failed", "rejected", "expired", "cancelled")
+    )
