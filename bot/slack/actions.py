@@ -1,0 +1,161 @@
+"""Button clicks: checkpoint Approve / Edit / Reject, failure Retry / Retry with edited input / Abort.
+
+Buttons carry "run_id:step" only; everything else is read from the database, so they work after a restart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp
+
+from agents.errors import AlreadyDecided, InvalidState, NotAllowed, UnknownRun
+from agents.spec import WorkflowSpec
+from bot.slack import blocks as bk
+from bot.slack.errors import Hinted, answering
+from storage import queries
+from storage.models import Run, StepRun
+
+if TYPE_CHECKING:
+    from bot.slack import BotContext
+
+_VERB = {"approve": "approved", "edit": "edited", "reject": "rejected", "expire": "expired"}
+
+
+@dataclass(frozen=True)
+class Click:
+    """A parsed button click."""
+
+    user: str
+    channel: str | None
+    run_id: str
+    step: str
+    trigger_id: str | None
+    response_url: str | None = None
+
+
+def parse_click(body: dict[str, Any]) -> Click:
+    action = (body.get("actions") or [{}])[0]
+    run_id, step = bk.parse_value(str(action.get("value") or ""))
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+    return Click(str((body.get("user") or {}).get("id")), channel, run_id, step, body.get("trigger_id"), body.get("response_url"))
+
+
+async def load_step(ctx: BotContext, run_id: str, step: str) -> tuple[Run, StepRun, WorkflowSpec]:
+    async with ctx.db.sessions() as session:
+        run = await queries.get_run(session=session, run_id=run_id)
+        step_run = await queries.get_step_run(session=session, run_id=run_id, step=step) if run else None
+    if run is None or step_run is None:
+        raise UnknownRun(f"no step {step!r} in run {run_id!r}")
+    return run, step_run, WorkflowSpec.model_validate(run.spec)
+
+
+async def require_approver(ctx: BotContext, run: Run, step: str, user: str, action: str) -> None:
+    """Only approvers decide; anyone else is refused, and the attempt is recorded."""
+    approvers = list((run.spec or {}).get("approvers") or [])
+    if await ctx.directory.may_decide(user, approvers):
+        return
+    async with ctx.db.sessions.begin() as session:
+        queries.add_event(session=session, run_id=run.id, kind="decision_refused", actor=user, step=step, action=action)
+    raise Hinted(NotAllowed(f"only the workflow's approvers may {action} this checkpoint"),
+                 f"Approvers: {bk.mentions(approvers) or 'none'}.")
+
+
+async def require_operator(ctx: BotContext, run: Run, user: str, action: str) -> None:
+    """Retry and abort: the run's starter or an approver; a refusal is recorded."""
+    spec = run.spec or {}
+    if await ctx.directory.may_operate(user, started_by=run.started_by, approvers=spec.get("approvers") or [],
+                                       starters=spec.get("starters")):
+        return
+    async with ctx.db.sessions.begin() as session:
+        queries.add_event(session=session, run_id=run.id, kind="action_refused", actor=user, action=action)
+    raise NotAllowed(f"only the run's starter or the workflow's approvers may {action} run {run.id}")
+
+
+async def require_waiting(ctx: BotContext, step_run: StepRun, run: Run) -> None:
+    """The checkpoint must still wait; if someone decided first, say who."""
+    if step_run.status == "awaiting_approval" and run.status == "awaiting_approval":
+        return
+    async with ctx.db.sessions() as session:
+        first = await queries.decision_for(session=session, step_run_id=step_run.id)
+    if first is not None:
+        raise AlreadyDecided(f"{_VERB.get(first.action, first.action)} at {bk.when(first.decided_at)}",
+                             decided_by=first.decided_by, action=first.action)
+    raise InvalidState(f"run {run.id} is {run.status}; this checkpoint can no longer be decided")
+
+
+def register(app: AsyncApp, ctx: BotContext) -> None:
+    def listener(handler: Any) -> Any:
+        async def run(ack: AsyncAck, body: dict[str, Any]) -> None:
+            async with ctx.working():
+                await ack()  # first, always
+                click = parse_click(body)
+                async with answering(ctx.client, channel=click.channel, user=click.user, response_url=click.response_url):
+                    await handler(ctx, click)
+
+        return run
+
+    app.action(bk.APPROVE)(listener(approve))
+    app.action(bk.EDIT)(listener(open_edit))
+    app.action(bk.REJECT)(listener(open_reject))
+    app.action(bk.RETRY)(listener(retry))
+    app.action(bk.RETRY_EDITED)(listener(open_retry_edited))
+    app.action(bk.ABORT)(listener(abort))
+
+
+async def approve(ctx: BotContext, click: Click) -> None:
+    run, _, _ = await load_step(ctx, click.run_id, click.step)
+    await require_approver(ctx, run, click.step, click.user, "approve")
+    await ctx.engine.decide(click.run_id, click.step, action="approve", by=click.user)
+    ctx.kick()
+
+
+async def open_edit(ctx: BotContext, click: Click) -> None:
+    run, step_run, spec = await load_step(ctx, click.run_id, click.step)
+    await require_approver(ctx, run, click.step, click.user, "edit")
+    await require_waiting(ctx, step_run, run)
+    view = bk.edit_modal(run.id, click.step, step_run.output, click.channel or run.channel or "", spec.step(click.step).output.format)
+    await ctx.client.views_open(trigger_id=click.trigger_id, view=view)
+
+
+async def open_reject(ctx: BotContext, click: Click) -> None:
+    run, step_run, _ = await load_step(ctx, click.run_id, click.step)
+    await require_approver(ctx, run, click.step, click.user, "reject")
+    await require_waiting(ctx, step_run, run)
+    await ctx.client.views_open(trigger_id=click.trigger_id, view=bk.reject_modal(run.id, click.step, click.channel or run.channel or ""))
+
+
+async def retry(ctx: BotContext, click: Click) -> None:
+    run, _, _ = await load_step(ctx, click.run_id, click.step)
+    await require_operator(ctx, run, click.user, "retry")
+    await ctx.engine.retry(run.id, by=click.user)
+    ctx.kick()
+
+
+def failed_input(spec: WorkflowSpec, step_run: StepRun) -> Any:
+    """What the failed step was called with (or, if it never got that far, its spec's own input)."""
+    if step_run.input_override is not None:
+        return step_run.input_override
+    if step_run.input is not None:
+        return step_run.input
+    step = spec.step(step_run.step)
+    if step.kind == "model":
+        return {"system": getattr(step, "system", None), "prompt": getattr(step, "prompt", "")}
+    return dict(getattr(step, "args", {}))
+
+
+async def open_retry_edited(ctx: BotContext, click: Click) -> None:
+    run, step_run, spec = await load_step(ctx, click.run_id, click.step)
+    await require_operator(ctx, run, click.user, "retry")
+    if run.status != "failed" or step_run.status != "failed":
+        raise InvalidState(f"run {run.id} is {run.status}; only a failed run can be retried")
+    view = bk.retry_modal(run.id, click.step, spec.step(click.step).kind, failed_input(spec, step_run), click.channel or run.channel or "")
+    await ctx.client.views_open(trigger_id=click.trigger_id, view=view)
+
+
+async def abort(ctx: BotContext, click: Click) -> None:
+    run, _, _ = await load_step(ctx, click.run_id, click.step)
+    await require_operator(ctx, run, click.user, "abort")
+    await ctx.engine.cancel(run.id, by=click.user)
+    ctx.kick()

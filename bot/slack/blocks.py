@@ -1,0 +1,520 @@
+"""Block Kit builders. Every Slack limit is enforced here, by construction; untrusted text is escaped.
+
+Nothing in this module talks to Slack or the database: it turns plain values (and ORM rows read by the
+caller) into `(text, blocks)` pairs and modal views.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+# --- Slack's limits (shared/slack-facts.md) ----------------------------------------------------
+
+MAX_BLOCKS = 50
+MAX_MODAL_BLOCKS = 100
+SECTION_TEXT = 3000
+FIELD_TEXT = 2000
+HEADER_TEXT = 150
+BUTTON_TEXT = 75
+BUTTON_VALUE = 2000
+ID_LENGTH = 255
+MODAL_TITLE = 24
+PRIVATE_METADATA = 3000
+INPUT_LENGTH = 3000
+CONTEXT_ELEMENTS = 10
+ACTION_ELEMENTS = 25
+MESSAGE_TEXT = 40000
+
+CONTINUED = "… continued in the attached file"
+
+_PARTIAL_ENTITY = re.compile(r"&[a-z]{0,3}$")
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_GROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
+
+# action ids: the buttons carry "run_id:step" in their value, nothing else (state lives in the DB)
+APPROVE = "checkpoint_approve"
+EDIT = "checkpoint_edit"
+REJECT = "checkpoint_reject"
+RETRY = "failure_retry"
+RETRY_EDITED = "failure_retry_edited"
+ABORT = "failure_abort"
+
+# modal callback ids
+RUN_MODAL = "run_inputs"
+EDIT_MODAL = "checkpoint_edit"
+REJECT_MODAL = "checkpoint_reject"
+RETRY_MODAL = "failure_retry_edited"
+
+
+# --- text --------------------------------------------------------------------------------------
+
+
+def escape_mrkdwn(text: Any) -> str:
+    """Escape &, < and > (and nothing else) so untrusted text cannot mention, ping or fake a link."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def cut(text: str, limit: int, suffix: str = "…") -> str:
+    """`text` if it fits in `limit` characters, else its start and `suffix` (the whole within limit)."""
+    if len(text) <= limit:
+        return text
+    head = text[: max(limit - len(suffix), 0)]
+    return (head + suffix)[:limit]
+
+
+def cut_escaped(text: str, limit: int, suffix: str = "…") -> str:
+    """Like `cut` for already-escaped mrkdwn: never leaves half an `&amp;` entity at the end."""
+    if len(text) <= limit:
+        return text
+    head = _PARTIAL_ENTITY.sub("", text[: max(limit - len(suffix), 0)])
+    return (head + suffix)[:limit]
+
+
+def mention(ref: str | None) -> str:
+    """`<@U…>` for a user, `<!subteam^S…>` for a group, the escaped word otherwise ("cli", "schedule")."""
+    if not ref:
+        return "someone"
+    if _USER_ID.match(ref):
+        return f"<@{ref}>"
+    if _GROUP_ID.match(ref):
+        return f"<!subteam^{ref}>"
+    return escape_mrkdwn(ref)
+
+
+def mentions(refs: Iterable[str]) -> str:
+    """Mentions of several ids, each once, in order."""
+    return ", ".join(mention(r) for r in dict.fromkeys(refs))
+
+
+def as_text(value: Any) -> str:
+    """An output or input as a person reads it (JSON pretty-printed)."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=2, default=str)
+
+
+def when(value: datetime | str | None) -> str:
+    """A short UTC time."""
+    if value is None:
+        return "?"
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return escape_mrkdwn(value)
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def seconds(value: float | None) -> str:
+    """1.2 s, 3 m 4 s, 2 h 5 m."""
+    if value is None:
+        return "–"
+    if value < 60:
+        return f"{value:.1f} s"
+    if value < 3600:
+        return f"{int(value // 60)} m {int(value % 60)} s"
+    return f"{int(value // 3600)} h {int((value % 3600) // 60)} m"
+
+
+def money(value: float | None) -> str:
+    return f"${(value or 0.0):.4f}"
+
+
+def code_block(raw: Any, limit: int = SECTION_TEXT - 200) -> tuple[str, bool]:
+    """(mrkdwn code block of the escaped text within `limit`, whether it had to be cut)."""
+    body = escape_mrkdwn(as_text(raw)) or " "
+    room = limit - 8
+    if len(body) <= room:
+        return f"```{body}```", False
+    return f"```{cut_escaped(body, room - len(CONTINUED) - 1, '')}```\n_{CONTINUED}_", True
+
+
+# --- blocks --------------------------------------------------------------------------------------
+
+
+def plain(text: str, limit: int = SECTION_TEXT) -> dict[str, Any]:
+    """A plain_text object (never parsed for mentions or links)."""
+    return {"type": "plain_text", "text": cut(text or " ", limit), "emoji": True}
+
+
+def md(text: str, limit: int = SECTION_TEXT) -> dict[str, Any]:
+    """A mrkdwn object; `text` must already have its untrusted parts escaped."""
+    return {"type": "mrkdwn", "text": cut_escaped(text or " ", limit), "verbatim": True}
+
+
+def section(text: str) -> dict[str, Any]:
+    """A section whose mrkdwn text (already escaped where untrusted) is cut to 3000 characters."""
+    return {"type": "section", "text": md(text)}
+
+
+def header(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": plain(text, HEADER_TEXT)}
+
+
+def context(*texts: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [md(t) for t in texts[:CONTEXT_ELEMENTS]]}
+
+
+def divider() -> dict[str, Any]:
+    return {"type": "divider"}
+
+
+def block_id(value: str) -> str:
+    return value[:ID_LENGTH]
+
+
+def button(text: str, action_id: str, value: str, *, style: str | None = None, confirm: dict[str, Any] | None = None) -> dict[str, Any]:
+    if len(value) > BUTTON_VALUE:
+        raise ValueError("a button value carries ids only")
+    element: dict[str, Any] = {
+        "type": "button", "text": plain(text, BUTTON_TEXT), "action_id": action_id[:ID_LENGTH], "value": value,
+    }
+    if style:
+        element["style"] = style
+    if confirm:
+        element["confirm"] = confirm
+    return element
+
+
+def actions(bid: str, *elements: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "actions", "block_id": block_id(bid), "elements": list(elements[:ACTION_ELEMENTS])}
+
+
+def sections(lines: Sequence[str], *, title: str = "") -> list[dict[str, Any]]:
+    """Lines (already safe mrkdwn) packed into as few sections as fit 3000 characters each."""
+    blocks: list[dict[str, Any]] = []
+    current = title
+    for line in lines:
+        line = cut_escaped(line, SECTION_TEXT - 10)
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) > SECTION_TEXT:
+            blocks.append(section(current))
+            current = line
+        else:
+            current = candidate
+    if current:
+        blocks.append(section(current))
+    return blocks
+
+
+def limit_blocks(blocks: list[dict[str, Any]], maximum: int = MAX_BLOCKS) -> list[dict[str, Any]]:
+    """At most `maximum` blocks; actions blocks are kept, the cut is said in a context block."""
+    if len(blocks) <= maximum:
+        return blocks
+    tail = [b for b in blocks if b.get("type") == "actions"][-1:]
+    keep = blocks[: maximum - 1 - len(tail)]
+    dropped = len(blocks) - len(keep) - len(tail)
+    return [*keep, context(f"… {dropped} more blocks not shown"), *tail]
+
+
+def message_text(text: str) -> str:
+    """The notification/fallback text within Slack's 40,000 characters."""
+    return cut_escaped(text, MESSAGE_TEXT - 100)
+
+
+def value_of(run_id: str, step: str) -> str:
+    """A button value: ids only."""
+    return f"{run_id}:{step}"
+
+
+def parse_value(value: str) -> tuple[str, str]:
+    run_id, _, step = (value or "").partition(":")
+    return run_id, step
+
+
+# --- the run's parent message --------------------------------------------------------------------
+
+_RUN_STATE = {
+    "queued": "⏳ queued",
+    "running": "⟳ running",
+    "awaiting_approval": "⏸ waiting for approval",
+    "succeeded": "✓ succeeded",
+    "failed": "✗ failed",
+    "rejected": "✗ rejected",
+    "cancelled": "⊘ cancelled",
+    "expired": "✗ expired",
+}
+_STEP_ICON = {
+    "pending": "·",
+    "running": "⟳",
+    "succeeded": "✓",
+    "approved": "✓",
+    "edited": "✓",
+    "failed": "✗",
+    "awaiting_approval": "⏸",
+    "rejected": "✗",
+    "expired": "✗",
+}
+
+
+def started_by(run: Any) -> str:
+    if run.trigger == "schedule" or run.started_by == "schedule":
+        return "schedule"
+    if run.trigger == "cli" and not _USER_ID.match(run.started_by or ""):
+        return "cli"
+    return mention(run.started_by)
+
+
+def waiting_for(spec: Mapping[str, Any]) -> list[str]:
+    return list(spec.get("approvers") or [])
+
+
+def parent_message(run: Any, steps: Sequence[Any], attempt_counts: Mapping[str, int]) -> tuple[str, list[dict[str, Any]]]:
+    """The run's one message: each step's state, attempts, duration and cost; who started it; the state."""
+    state = _RUN_STATE.get(run.status, escape_mrkdwn(run.status))
+    title = f"{run.workflow} · run {run.id}"
+    lines = []
+    approvers = waiting_for(run.spec or {})
+    for step in steps:
+        icon = _STEP_ICON.get(step.status, "·")
+        name = f"*{escape_mrkdwn(step.step)}*"
+        parts = [f"{icon} {name}"]
+        tries = attempt_counts.get(step.step, step.attempts or 0)
+        if tries:
+            parts.append(f"{tries} attempt{'s' if tries != 1 else ''}")
+        if step.started_at and step.finished_at:
+            parts.append(seconds((step.finished_at - step.started_at).total_seconds()))
+        if step.cost_usd:
+            parts.append(money(step.cost_usd))
+        if step.status == "awaiting_approval":
+            parts.append(f"waiting for {mentions(approvers) or 'an approver'} (see thread)")
+        elif step.status == "failed":
+            parts.append("failed: see the report in the thread")
+        elif step.status in ("approved", "edited", "rejected", "expired"):
+            parts.append(step.status)
+        lines.append(" · ".join(parts))
+    blocks = [header(title)]
+    summary = f"*State:* {state} · started by {started_by(run)} · cost {money(run.cost_usd)}"
+    if run.started_at and run.finished_at:
+        summary += f" · took {seconds((run.finished_at - run.started_at).total_seconds())}"
+    blocks.append(section(summary))
+    blocks.extend(sections(lines))
+    if run.inputs:
+        shown = ", ".join(f"{k}={v!r}" for k, v in run.inputs.items())
+        blocks.append(context("inputs: " + escape_mrkdwn(cut(shown, 2500))))
+    if run.error and run.status in ("failed", "rejected", "cancelled", "expired"):
+        blocks.append(context(escape_mrkdwn(cut(run.error, 2500))))
+    text = f"{run.workflow} run {run.id}: {run.status}"
+    return message_text(escape_mrkdwn(text)), limit_blocks(blocks)
+
+
+def parent_plain(run: Any, steps: Sequence[Any]) -> str:
+    """The plain-text fallback of the parent message."""
+    lines = [f"{run.workflow} · run {run.id} · {run.status} · started by {started_by(run)}"]
+    lines += [f"{_STEP_ICON.get(s.status, '·')} {escape_mrkdwn(s.step)}: {s.status}" for s in steps]
+    return message_text("\n".join(lines))
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+
+def checkpoint_message(run_id: str, step: str, output: Any, approvers: Sequence[str]) -> tuple[str, list[dict[str, Any]], bool]:
+    """(text, blocks, cut): the output with Approve / Edit / Reject buttons."""
+    body, was_cut = code_block(output)
+    who = mentions(approvers) or "an approver"
+    value = value_of(run_id, step)
+    blocks = [
+        section(f"⏸ *Checkpoint `{escape_mrkdwn(step)}`* is waiting for {who}. Approve, edit or reject its output:"),
+        section(body),
+        actions(
+            f"checkpoint:{run_id}:{step}",
+            button("Approve", APPROVE, value, style="primary"),
+            button("Edit", EDIT, value),
+            button("Reject", REJECT, value, style="danger"),
+        ),
+    ]
+    text = f"Checkpoint {escape_mrkdwn(step)} is waiting for {who}"
+    return message_text(text), blocks, was_cut
+
+
+def decided_message(step: str, output: Any, *, action: str, by: str, at: str | None, reason: str | None,
+                    chars_changed: int = 0, chars_total: int = 0) -> tuple[str, list[dict[str, Any]]]:
+    """The checkpoint message once decided: the buttons give way to who decided what, when."""
+    verb = {"approve": "✓ Approved", "edit": "✎ Edited and approved", "reject": "✗ Rejected", "expire": "✗ Expired"}.get(
+        action, escape_mrkdwn(action)
+    )
+    line = f"{verb} by {mention(by)} at {when(at)}"
+    if action == "edit":
+        line += f" · {chars_changed} of {chars_total} characters changed"
+    if reason:
+        line += f"\nReason: {escape_mrkdwn(cut(reason, 2000))}"
+    body, _ = code_block(output)
+    label = "Output as edited:" if action == "edit" else "Output:"
+    blocks = [section(f"*Checkpoint `{escape_mrkdwn(step)}`* · {label}"), section(body), section(line)]
+    return message_text(f"Checkpoint {escape_mrkdwn(step)}: {line}"), blocks
+
+
+# --- failures ------------------------------------------------------------------------------------
+
+
+def failure_report(run_id: str, payload: Mapping[str, Any], people: Sequence[str]) -> tuple[str, list[dict[str, Any]], dict[str, bool]]:
+    """(text, blocks, which parts were cut): the step, the error, every attempt, the input, and buttons."""
+    step = str(payload.get("step", "?"))
+    error = escape_mrkdwn(cut(str(payload.get("error") or "unknown error"), 1500))
+    kind = escape_mrkdwn(payload.get("error_type") or "error")
+    who = mentions(people)
+    blocks = [section(f"✗ *Step `{escape_mrkdwn(step)}` failed* ({kind}): {error}")]
+    if who:
+        blocks.append(section(f"{who}: this run needs a person."))
+    lines = []
+    for attempt in payload.get("attempts") or []:
+        line = f"#{attempt.get('number')} {when(attempt.get('at'))}"
+        if attempt.get("model"):
+            line += f" · {escape_mrkdwn(attempt['model'])}"
+        if attempt.get("error"):
+            line += f" · {escape_mrkdwn(attempt.get('error_type') or 'error')}: {escape_mrkdwn(cut(str(attempt['error']), 300))}"
+        else:
+            line += " · ok"
+        if attempt.get("backoff_s") is not None:
+            line += f" · then waited {seconds(attempt['backoff_s'])}"
+        lines.append(line)
+    if lines:
+        blocks.extend(sections(lines, title=f"*Attempts ({len(lines)})*")[:10])
+    else:
+        blocks.append(section("*Attempts:* none (the step failed before calling anything)"))
+    input_text, input_cut = code_block(payload.get("input"), SECTION_TEXT - 300)
+    blocks.append(section(f"*Input*\n{input_text}"))
+    raw_cut = False
+    if payload.get("last_raw_output"):
+        raw_text, raw_cut = code_block(payload["last_raw_output"], SECTION_TEXT - 300)
+        blocks.append(section(f"*Last raw output*\n{raw_text}"))
+    value = value_of(run_id, step)
+    blocks.append(
+        actions(
+            f"failure:{run_id}:{step}",
+            button("Retry step", RETRY, value, style="primary"),
+            button("Retry with edited input", RETRY_EDITED, value),
+            button("Abort", ABORT, value, style="danger", confirm={
+                "title": plain("Abort this run?", 100), "text": plain("The run will be cancelled.", 300),
+                "confirm": plain("Abort", 30), "deny": plain("Keep it", 30),
+            }),
+        )
+    )
+    text = f"{who + ': ' if who else ''}step {escape_mrkdwn(step)} failed: {error}"
+    return message_text(text), limit_blocks(blocks), {"input": input_cut, "raw": raw_cut}
+
+
+def failure_plain(payload: Mapping[str, Any], people: Sequence[str]) -> str:
+    """Plain-text fallback of a failure report."""
+    who = mentions(people)
+    lines = [f"{who + ': ' if who else ''}step {escape_mrkdwn(payload.get('step'))} failed: {escape_mrkdwn(payload.get('error'))}"]
+    for attempt in payload.get("attempts") or []:
+        lines.append(f"#{attempt.get('number')} {when(attempt.get('at'))} {escape_mrkdwn(attempt.get('error') or 'ok')}")
+    lines.append("Input:\n" + escape_mrkdwn(cut(as_text(payload.get("input")), 20000)))
+    lines.append("Use `/overseer retry RUN` or `/overseer cancel RUN`.")
+    return message_text("\n".join(lines))
+
+
+def closed_report(blocks: Sequence[Mapping[str, Any]], note: str) -> list[dict[str, Any]]:
+    """A failure report whose buttons were used: the actions give way to a note."""
+    kept = [dict(b) for b in blocks if b.get("type") != "actions"]
+    return limit_blocks([*kept, context(note)])
+
+
+# --- notes in the thread -------------------------------------------------------------------------
+
+
+def note(text: str) -> tuple[str, list[dict[str, Any]]]:
+    """A one-line thread note (text is safe mrkdwn)."""
+    return message_text(text), [section(text)]
+
+
+def finished_note(payload: Mapping[str, Any], run: Any | None) -> str:
+    status = str(payload.get("status", "?"))
+    line = f"{_RUN_STATE.get(status, escape_mrkdwn(status))}"
+    if payload.get("by"):
+        line += f" by {mention(payload['by'])}"
+    if payload.get("reason"):
+        line += f": {escape_mrkdwn(cut(str(payload['reason']), 2000))}"
+    if run is not None and run.started_at and run.finished_at:
+        line += f" · took {seconds((run.finished_at - run.started_at).total_seconds())}"
+    line += f" · cost {money(payload.get('cost_usd'))}"
+    return "Run " + line
+
+
+# --- modals --------------------------------------------------------------------------------------
+
+
+def input_block(bid: str, label: str, *, initial: str | None = None, multiline: bool = False, optional: bool = False,
+                hint: str | None = None, action_id: str = "value") -> dict[str, Any]:
+    element: dict[str, Any] = {"type": "plain_text_input", "action_id": action_id, "multiline": multiline, "max_length": INPUT_LENGTH}
+    if initial:
+        element["initial_value"] = initial[:INPUT_LENGTH]
+    block: dict[str, Any] = {"type": "input", "block_id": block_id(bid), "label": plain(label, 2000), "element": element, "optional": optional}
+    if hint:
+        block["hint"] = plain(hint, 2000)
+    return block
+
+
+def modal(callback_id: str, title: str, blocks: list[dict[str, Any]], *, submit: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
+    private = json.dumps(dict(metadata), separators=(",", ":"))
+    if len(private) > PRIVATE_METADATA:
+        raise ValueError("private_metadata carries ids only")
+    return {
+        "type": "modal",
+        "callback_id": callback_id[:ID_LENGTH],
+        "title": plain(title, MODAL_TITLE),
+        "submit": plain(submit, MODAL_TITLE),
+        "close": plain("Cancel", MODAL_TITLE),
+        "private_metadata": private,
+        "blocks": limit_blocks(blocks, MAX_MODAL_BLOCKS),
+    }
+
+
+def run_modal(spec: Any, given: Mapping[str, Any], channel: str) -> dict[str, Any]:
+    """Fields from the spec's inputs, prefilled with what was typed and the defaults."""
+    blocks: list[dict[str, Any]] = []
+    if spec.description:
+        blocks.append(section(escape_mrkdwn(cut(spec.description, 2000))))
+    for name, item in list(spec.inputs.items())[:90]:
+        initial = given.get(name, item.default)
+        hints = [item.type]
+        if item.choices:
+            hints.append("one of: " + ", ".join(map(str, item.choices)))
+        if item.description:
+            hints.append(item.description)
+        blocks.append(input_block(
+            f"input:{name}", name, initial=None if initial is None else str(initial),
+            multiline=item.type == "string", optional=not (item.required and item.default is None), hint=" · ".join(hints),
+        ))
+    return modal(RUN_MODAL, f"Run {spec.name}", blocks, submit="Start", metadata={"workflow": spec.name, "channel": channel})
+
+
+def edit_modal(run_id: str, step: str, output: Any, channel: str, fmt: str) -> dict[str, Any]:
+    text = as_text(output)
+    blocks: list[dict[str, Any]] = []
+    if len(text) > INPUT_LENGTH:
+        blocks.append(section(
+            f"The output is {len(text)} characters; only the first {INPUT_LENGTH} fit here. "
+            "The full output is attached in the run's thread. What you submit replaces the whole output."
+        ))
+    what = "JSON (it must still match the step's schema)" if fmt == "json" else "text"
+    blocks.append(input_block("output", f"Output of {step}", initial=text, multiline=True, hint=f"Edit the {what}."))
+    return modal(EDIT_MODAL, "Edit output", blocks, submit="Approve edit", metadata={"run": run_id, "step": step, "channel": channel})
+
+
+def reject_modal(run_id: str, step: str, channel: str) -> dict[str, Any]:
+    blocks = [input_block("reason", "Why is it rejected?", multiline=True, hint="The run stops; the reason is recorded.")]
+    return modal(REJECT_MODAL, "Reject output", blocks, submit="Reject", metadata={"run": run_id, "step": step, "channel": channel})
+
+
+def retry_modal(run_id: str, step: str, kind: str, step_input: Any, channel: str) -> dict[str, Any]:
+    """The failed step's input to edit: prompt (and system) for model steps, args JSON for tool steps."""
+    blocks: list[dict[str, Any]] = []
+    if kind == "model":
+        values = step_input if isinstance(step_input, dict) else {"prompt": as_text(step_input)}
+        prompt, system = as_text(values.get("prompt")), as_text(values.get("system"))
+        if len(prompt) > INPUT_LENGTH or len(system) > INPUT_LENGTH:
+            blocks.append(section(f"The input is longer than {INPUT_LENGTH} characters and is shown cut; what you submit replaces it."))
+        blocks.append(input_block("system", "System message", initial=system, multiline=True, optional=True))
+        blocks.append(input_block("prompt", "Prompt", initial=prompt, multiline=True))
+    else:
+        args = as_text(step_input if step_input is not None else {})
+        if len(args) > INPUT_LENGTH:
+            blocks.append(section(f"The arguments are longer than {INPUT_LENGTH} characters and are shown cut."))
+        blocks.append(input_block("args", "Tool arguments (JSON object)", initial=args, multiline=True))
+    return modal(RETRY_MODAL, "Retry with input", blocks, submit="Retry", metadata={"run": run_id, "step": step, "channel": channel, "kind": kind})

@@ -1,0 +1,217 @@
+"""`/overseer run|list|status|cancel|retry|digest|help`: ack at once, parse, one call into the engine, answer."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from slack_bolt.async_app import AsyncAck, AsyncApp
+
+from agents.errors import InvalidInputs, NotAllowed, UnknownRun, UnknownWorkflow, UserInputError
+from agents.inputs import coerce_inputs, missing_required, parse_assignments
+from agents.spec import WorkflowSpec
+from bot.slack import blocks as bk
+from bot.slack.errors import Hinted, answering, tell
+from storage import queries
+from storage.models import Run, utcnow
+
+if TYPE_CHECKING:
+    from bot.slack import BotContext
+
+log = structlog.get_logger("overseer.slack.commands")
+
+_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
+
+
+def help_text(cmd: str) -> str:
+    return (
+        f"*Overseer* runs small, scoped agents under human supervision.\n"
+        f"• `{cmd} run WORKFLOW key=value key2=\"a quoted value\"`: start a run (missing inputs open a form)\n"
+        f"• `{cmd} list`: the workflows and their inputs\n"
+        f"• `{cmd} status [RUN]`: recent runs, or one run step by step\n"
+        f"• `{cmd} cancel RUN` · `{cmd} retry RUN`: stop a run, or retry a failed one from its failed step\n"
+        f"• `{cmd} digest [DAYS]`: how the agents did lately\n"
+        f"• `{cmd} help`: this message"
+    )
+
+
+@dataclass(frozen=True)
+class Command:
+    """A parsed slash command: the verb and its words."""
+
+    verb: str
+    args: list[str]
+
+
+def parse(text: str | None, cmd: str) -> Command:
+    """Split like a shell (quotes group words); Slack's smart quotes and &amp; escapes are undone first."""
+    raw = (text or "").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").translate(_QUOTES)
+    try:
+        words = shlex.split(raw)
+    except ValueError as exc:
+        raise Hinted(InvalidInputs(f"cannot read that command: {exc}"), help_text(cmd)) from None
+    if not words:
+        return Command("help", [])
+    return Command(words[0].lower(), words[1:])
+
+
+async def _answer(ctx: BotContext, body: dict[str, Any], text: str, blocks: list[dict[str, Any]] | None = None) -> None:
+    """Reply to the person who typed the command, only them."""
+    await tell(ctx.client, channel=body.get("channel_id"), user=body.get("user_id"), text=text, blocks=blocks,
+               response_url=body.get("response_url"))
+
+
+def register(app: AsyncApp, ctx: BotContext) -> None:
+    @app.command(ctx.command)
+    async def on_command(ack: AsyncAck, body: dict[str, Any]) -> None:
+        async with ctx.working():
+            await ack()  # first, always: the work happens after
+            await handle(ctx, body)
+
+
+async def handle(ctx: BotContext, body: dict[str, Any]) -> None:
+    user, channel = body.get("user_id"), body.get("channel_id")
+    async with answering(ctx.client, channel=channel, user=user, response_url=body.get("response_url")):
+        command = parse(body.get("text"), ctx.command)
+        verb = _VERBS.get(command.verb)
+        if verb is None:
+            raise Hinted(UserInputError(f"unknown command {command.verb!r}"), help_text(ctx.command))
+        await verb(ctx, body, command.args)
+
+
+async def _help(ctx: BotContext, body: dict[str, Any], args: list[str]) -> None:
+    await _answer(ctx, body, text=help_text(ctx.command))
+
+
+def _usage(ctx: BotContext, spec: WorkflowSpec) -> str:
+    parts = []
+    for name, item in spec.inputs.items():
+        example = f'{name}="…"' if item.type == "string" else f"{name}=…"
+        parts.append(example if item.required and item.default is None else f"[{example}]")
+    return f"Write it like this: `{ctx.command} run {spec.name} {' '.join(parts)}`".rstrip()
+
+
+def _workflow_names(ctx: BotContext) -> str:
+    return ", ".join(f"`{bk.escape_mrkdwn(n)}`" for n in sorted(ctx.specs)) or "none are loaded"
+
+
+async def _run(ctx: BotContext, body: dict[str, Any], args: list[str]) -> None:
+    user, channel = str(body.get("user_id")), str(body.get("channel_id"))
+    if not args:
+        raise Hinted(UserInputError("which workflow?"), f"Write `{ctx.command} run WORKFLOW key=value`. Workflows: {_workflow_names(ctx)}")
+    spec = ctx.specs.get(args[0])
+    if spec is None:
+        raise Hinted(UnknownWorkflow(f"no workflow called {args[0]!r}"), f"Workflows: {_workflow_names(ctx)}. See `{ctx.command} list`.")
+    if not await ctx.directory.may_start(user, spec.starters):
+        raise Hinted(NotAllowed(f"you may not start {spec.name}"), f"Only {bk.mentions(spec.starters or [])} may start it.")
+    try:
+        raw = parse_assignments(args[1:])
+        unknown = sorted(set(raw) - set(spec.inputs))
+        if unknown:
+            raise InvalidInputs(f"unknown input {', '.join(map(repr, unknown))} for {spec.name} (inputs: {', '.join(spec.inputs) or 'none'})")
+        if missing_required(spec, raw):
+            # The trigger_id lives 3 seconds: open the form right away, with what was typed filled in.
+            await ctx.client.views_open(trigger_id=body.get("trigger_id"), view=bk.run_modal(spec, raw, channel))
+            return
+        values = coerce_inputs(spec, raw)
+    except InvalidInputs as exc:
+        raise Hinted(exc, _usage(ctx, spec)) from None
+    run_id = await ctx.engine.start(spec, values, started_by=user, trigger="slack", channel=spec.channel or channel)
+    ctx.kick()
+    where = spec.channel or channel
+    await _answer(ctx, body, text=f"Started run `{run_id}` of *{bk.escape_mrkdwn(spec.name)}*; follow it in <#{where}>.")
+
+
+async def _list(ctx: BotContext, body: dict[str, Any], args: list[str]) -> None:
+    lines = []
+    for name, spec in sorted(ctx.specs.items()):
+        inputs = ", ".join(
+            f"{n}{'' if s.required and s.default is None else '?'}" for n, s in spec.inputs.items()
+        ) or "no inputs"
+        line = f"• *{bk.escape_mrkdwn(name)}*: {bk.escape_mrkdwn(bk.cut(spec.description, 200)) or '–'} · inputs: {bk.escape_mrkdwn(inputs)}"
+        if spec.channel:
+            line += f" · posts in <#{spec.channel}>"
+        lines.append(line)
+    text = "*Workflows*\n" + ("\n".join(lines) if lines else "none are loaded")
+    blocks = bk.limit_blocks(bk.sections(lines, title="*Workflows*") or [bk.section("No workflows are loaded.")])
+    await _answer(ctx, body, text=bk.message_text(text), blocks=blocks)
+
+
+def _run_line(run: Run) -> str:
+    return (f"• `{run.id}` *{bk.escape_mrkdwn(run.workflow)}* · {bk.escape_mrkdwn(run.status)} · "
+            f"started by {bk.started_by(run)} at {bk.when(run.created_at)}")
+
+
+async def _status(ctx: BotContext, body: dict[str, Any], args: list[str]) -> None:
+    user, channel = body.get("user_id"), body.get("channel_id")
+    async with ctx.db.sessions() as session:
+        if not args:
+            runs = list(await queries.list_runs(session=session, limit=15))
+            lines = [_run_line(r) for r in runs]
+            text = "*Recent runs*\n" + ("\n".join(lines) if lines else "none yet")
+            blocks = bk.sections(lines, title="*Recent runs*") if lines else [bk.section("No runs yet.")]
+            await _answer(ctx, body, text=bk.message_text(text), blocks=bk.limit_blocks(blocks))
+            return
+        run = await queries.find_run(session=session, ref=args[0])
+        if run is None:
+            raise Hinted(UnknownRun(f"no run {args[0]!r}"), f"`{ctx.command} status` lists recent runs; write `{ctx.command} status RUN_ID`.")
+        steps = list(await queries.step_runs(session=session, run_id=run.id))
+        counts: dict[str, int] = {}
+        for attempt in await queries.attempts(session=session, run_id=run.id):
+            counts[attempt.step] = counts.get(attempt.step, 0) + 1
+    text, blocks = bk.parent_message(run, steps, counts)
+    await _answer(ctx, body, text=text, blocks=blocks)
+
+
+async def _operated_run(ctx: BotContext, body: dict[str, Any], args: list[str], verb: str) -> Run:
+    """The run named in args, checked that this person may cancel or retry it."""
+    if not args:
+        raise Hinted(UserInputError("which run?"), f"Write `{ctx.command} {verb} RUN_ID` (see `{ctx.command} status`).")
+    async with ctx.db.sessions() as session:
+        run = await queries.find_run(session=session, ref=args[0])
+    if run is None:
+        raise Hinted(UnknownRun(f"no run {args[0]!r}"), f"`{ctx.command} status` lists recent runs.")
+    spec = run.spec or {}
+    if not await ctx.directory.may_operate(
+        str(body.get("user_id")), started_by=run.started_by, approvers=spec.get("approvers") or [], starters=spec.get("starters"),
+    ):
+        raise NotAllowed(f"only the run's starter or the workflow's approvers may {verb} run {run.id}")
+    return run
+
+
+async def _cancel(ctx: BotContext, body: dict[str, Any], args: list[str]) -> None:
+    run = await _operated_run(ctx, body, args, "cancel")
+    await ctx.engine.cancel(run.id, by=str(body.get("user_id")))
+    ctx.kick()
+    await _answer(ctx, body, text=f"Cancelled run `{run.id}`.")
+
+
+async def _retry(ctx: BotContext, body: dict[str, Any], args: list[str]) -> None:
+    run = await _operated_run(ctx, body, args, "retry")
+    await ctx.engine.retry(run.id, by=str(body.get("user_id")))
+    ctx.kick()
+    await _answer(ctx, body, text=f"Retrying run `{run.id}` from its failed step.")
+
+
+async def _digest(ctx: BotContext, body: dict[str, Any], args: list[str]) -> None:
+    try:
+        days = int(args[0]) if args else 1
+        if not 1 <= days <= 365:
+            raise ValueError
+    except ValueError:
+        raise Hinted(InvalidInputs(f"{args[0]!r} is not a number of days"), f"Write `{ctx.command} digest 7`.") from None
+    from agents.digest import compute_digest  # written alongside; imported when first needed
+    from bot.digest import digest_message
+
+    digest = await compute_digest(ctx.db, now=utcnow(), days=days, workflows=sorted(ctx.specs))
+    text, blocks = digest_message(digest.to_payload())
+    await _answer(ctx, body, text=bk.message_text(text),
+               blocks=bk.limit_blocks(list(blocks)))
+
+
+_VERBS = {
+    "run": _run, "start": _run, "list": _list, "ls": _list, "status": _status, "cancel": _cancel, "abort": _cancel,
+    "retry": _retry, "digest": _digest, "help": _help,
+}

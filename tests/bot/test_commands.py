@@ -1,0 +1,182 @@
+"""`/overseer …`: clear answers for mistakes, a form for missing inputs, and nothing recorded for bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from bot.slack import blocks as bk
+from storage import queries
+from tests.bot.conftest import ALICE, CHANNEL, StartBot, flow, text_of
+from tests.fakes.fake_model import FakeModel, Reply
+
+
+def inputs_flow(fake_model: FakeModel, **extra: object):
+    return flow(
+        fake_model,
+        inputs={"url": {"type": "string", "required": True, "description": "Page to update"},
+                "tone": {"type": "string", "default": "friendly"},
+                "count": {"type": "integer", "default": 3}},
+        steps=[{"name": "draft", "model": "openai/gpt-4o-mini", "prompt": "{{ inputs.url }} {{ inputs.tone }} {{ inputs.count }}"}],
+        **extra,
+    )
+
+
+async def nothing_recorded(bot) -> None:
+    async with bot.db.sessions() as session:
+        assert list(await queries.list_runs(session=session)) == []
+    assert await bot.outbox() == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('run writer url="unclosed', "cannot read that command"),
+        ("run nosuch", "Unknown workflow"),
+        ("run writer url=x count=many", "must be a integer"),
+        ("run writer url=x colour=red", "unknown input 'colour'"),
+        ("run writer url", "is not key=value"),
+        ("frobnicate", "unknown command"),
+        ("status nosuchrun", "Unknown run"),
+        ("run", "which workflow"),
+    ],
+)
+async def test_bad_command_input_gets_an_ephemeral_answer_saying_how_to_write_it_and_records_nothing(
+    start_bot: StartBot, fake_model: FakeModel, text: str, expected: str
+) -> None:
+    bot = await start_bot(inputs_flow(fake_model))
+    response = await bot.command(text)
+    assert response.status_code == 200
+    await bot.idle()
+    [answer] = bot.ephemerals_for(ALICE)
+    assert expected in answer
+    assert "/overseer" in answer  # says how to write it
+    await nothing_recorded(bot)
+    assert fake_model.count == 0
+
+
+async def test_quoted_values_are_kept_whole(start_bot: StartBot, fake_model: FakeModel) -> None:
+    fake_model.script(Reply.text("ok"))
+    bot = await start_bot(inputs_flow(fake_model))
+    await bot.command('run writer url=https://example.com/a?b=1&c=2 tone=“very formal” count=5')
+    await bot.idle()
+    run = await bot.only_run()
+    assert run.inputs == {"url": "https://example.com/a?b=1&c=2", "tone": "very formal", "count": 5}
+    assert run.status == "succeeded" and run.channel == CHANNEL
+
+
+async def test_run_without_a_required_input_opens_a_modal_with_the_specs_fields_and_submitting_it_starts_the_run(
+    start_bot: StartBot, fake_model: FakeModel
+) -> None:
+    fake_model.script(Reply.text("ok"))
+    bot = await start_bot(inputs_flow(fake_model))
+    await bot.command("run writer tone=dry", channel="C0HERE")
+    view = (await bot.fake.wait_for_async(lambda f: f.views, what="run modal"))[-1]
+    assert bot.fake.calls_to("views.open")[0].args["trigger_id"] == "T.trigger"
+    fields = {b["block_id"]: b for b in view["blocks"] if b["type"] == "input"}
+    assert list(fields) == ["input:url", "input:tone", "input:count"]
+    assert fields["input:url"]["optional"] is False and fields["input:tone"]["optional"] is True
+    assert fields["input:tone"]["element"]["initial_value"] == "dry"  # what was typed is kept
+    assert "Page to update" in fields["input:url"]["hint"]["text"]
+    await nothing_recorded(bot)
+
+    response = await bot.submit(bk.RUN_MODAL, view, {"input:url": {"value": ""}, "input:tone": {"value": "dry"},
+                                                      "input:count": {"value": "2"}}, user=ALICE)
+    assert response.json()["errors"] == {"input:url": "missing required input 'url' for writer"}
+    response = await bot.submit(bk.RUN_MODAL, view, {"input:url": {"value": "https://x.test"}, "input:tone": {"value": "dry"},
+                                                      "input:count": {"value": "two"}}, user=ALICE)
+    assert "input:count" in response.json()["errors"]
+    await nothing_recorded(bot)
+
+    await bot.submit(bk.RUN_MODAL, view, {"input:url": {"value": "https://x.test"}, "input:tone": {"value": "dry"},
+                                          "input:count": {"value": "2"}}, user=ALICE)
+    await bot.idle()
+    run = await bot.only_run()
+    assert run.inputs == {"url": "https://x.test", "tone": "dry", "count": 2} and run.status == "succeeded"
+    assert run.started_by == ALICE and run.trigger == "slack"
+    assert any("Started run" in t for t in bot.ephemerals_for(ALICE))
+
+
+async def test_starters_limit_who_may_start_a_workflow(start_bot: StartBot, fake_model: FakeModel) -> None:
+    fake_model.script(Reply.text("ok"))
+    bot = await start_bot(flow(fake_model, starters=["U0BOB", "S0STARTERS"],
+                               steps=[{"name": "draft", "model": "openai/gpt-4o-mini", "prompt": "hi"}]))
+    bot.fake.usergroups["S0STARTERS"] = ["U0CAROL"]
+    await bot.command("run writer", user=ALICE)
+    await bot.idle()
+    [answer] = bot.ephemerals_for(ALICE)
+    assert "Not allowed" in answer and "<@U0BOB>" in answer
+    await nothing_recorded(bot)
+
+    await bot.command("run writer", user="U0CAROL")  # a member of a starters group
+    await bot.idle()
+    assert (await bot.only_run()).started_by == "U0CAROL"
+
+
+async def test_list_status_cancel_and_retry(start_bot: StartBot, fake_model: FakeModel) -> None:
+    fake_model.script(Reply.refusal(), Reply.text("fine"))
+    bot = await start_bot(flow(fake_model, steps=[{"name": "draft", "model": "openai/gpt-4o-mini", "prompt": "hi"}]))
+    await bot.command("list")
+    await bot.idle()
+    assert "writer" in bot.fake.ephemerals[-1]["text"]
+
+    await bot.command("run writer")
+    await bot.idle()
+    run = await bot.only_run()
+    assert run.status == "failed"
+    await bot.command("status")
+    await bot.command(f"status {run.id[:6]}")  # a unique prefix is enough
+    await bot.idle()
+    assert run.id in bot.ephemerals_for(ALICE)[-2]
+    assert "failed" in text_of(bot.fake.ephemerals[-1])
+
+    await bot.command(f"retry {run.id}", user="U0MALLORY")
+    await bot.idle()
+    assert "Not allowed" in bot.ephemerals_for("U0MALLORY")[-1]
+    await bot.command(f"retry {run.id}")  # the starter
+    await bot.idle()
+    assert (await bot.run(run.id)).status == "succeeded"
+
+    await bot.command(f"cancel {run.id}")
+    await bot.idle()
+    assert "already succeeded" in bot.ephemerals_for(ALICE)[-1]
+
+
+async def test_help_lists_every_subcommand(start_bot: StartBot, fake_model: FakeModel) -> None:
+    bot = await start_bot(inputs_flow(fake_model))
+    await bot.command("")
+    await bot.idle()
+    [answer] = bot.ephemerals_for(ALICE)
+    for word in ("run", "list", "status", "cancel", "retry", "digest", "help"):
+        assert f"/overseer {word}" in answer
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("agents.digest") is None or importlib.util.find_spec("bot.digest") is None,
+    reason="agents/digest.py and bot/digest.py are written by another helper and are not here yet",
+)
+async def test_digest_answers_ephemerally(start_bot: StartBot, fake_model: FakeModel) -> None:
+    fake_model.script(Reply.text("ok"))
+    bot = await start_bot(flow(fake_model, steps=[{"name": "draft", "model": "openai/gpt-4o-mini", "prompt": "hi"}]))
+    await bot.command("run writer")
+    await bot.idle()
+    await bot.command("digest 7")
+    await bot.idle()
+    answer = bot.fake.ephemerals[-1]
+    assert answer["user"] == ALICE and answer["text"]
+    await bot.command("digest lots")
+    await bot.idle()
+    assert "not a number of days" in bot.ephemerals_for(ALICE)[-1]
+
+
+async def test_where_the_bot_is_not_in_the_channel_the_answer_goes_through_the_response_url(
+    start_bot: StartBot, fake_model: FakeModel
+) -> None:
+    bot = await start_bot(inputs_flow(fake_model))
+    bot.fake.error_next("chat.postEphemeral", "not_in_channel")
+    await bot.command("run nosuch", channel="C0ELSEWHERE")
+    await bot.idle()
+    [posted] = bot.fake.responses
+    assert posted.token == f"command-{ALICE}"
+    assert posted.body["response_type"] == "ephemeral" and "Unknown workflow" in posted.body["text"]

@@ -1,0 +1,158 @@
+"""Failures are reported in the run's thread with what a person needs to fix them, and the fix is a click away."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from bot.slack import blocks as bk
+from tests.bot.conftest import ALICE, BOSS, CHANNEL, StartBot, buttons, flow, stop_bot, text_of
+from tests.fakes.fake_model import FakeModel, Reply
+
+
+def failing_flow(fake_model: FakeModel, **extra: object):
+    return flow(fake_model, steps=[
+        {"name": "summarize", "model": "openai/gpt-4o-mini", "system": "Be brief.",
+         "prompt": "Summarize {{ inputs.topic }}", "retry": {"attempts": 2, "initial_delay": 1}},
+    ], **extra)
+
+
+async def test_a_failing_step_gets_a_thread_report_with_its_input_and_retry_step_succeeds(
+    start_bot: StartBot, fake_model: FakeModel
+) -> None:
+    fake_model.script(Reply.status(500), Reply.status(503))
+    bot = await start_bot(failing_flow(fake_model))
+    await bot.command("run writer topic=owls")
+    await bot.idle()
+    run = await bot.only_run()
+    assert run.status == "failed"
+
+    [report] = [m for m in bot.thread(run) if "failed" in text_of(m)]
+    body = text_of(report)
+    assert "summarize" in body and "Summarize owls" in body and "Be brief." in body  # the step's input
+    assert "#1" in body and "#2" in body and "then waited" in body  # every attempt, and the delay that followed
+    assert body.count(f"<@{ALICE}>") == 2 and body.count(f"<@{BOSS}>") == 2  # once in the text, once in the blocks
+    assert buttons(report) == {bk.RETRY: f"{run.id}:summarize", bk.RETRY_EDITED: f"{run.id}:summarize", bk.ABORT: f"{run.id}:summarize"}
+    parent = text_of(bot.parent(run))
+    assert "✗ *summarize*" in parent and "see the report in the thread" in parent
+
+    fake_model.script(Reply.text("Owls are birds."))
+    await bot.click(bk.RETRY, f"{run.id}:summarize", user=ALICE)  # the starter may retry
+    await bot.idle()
+    run = await bot.run(run.id)
+    assert run.status == "succeeded"
+    report = bot.fake.message(CHANNEL, report["ts"])
+    assert buttons(report) == {} and f"<@{ALICE}> retried step" in text_of(report)
+    assert "✓ succeeded" in text_of(bot.parent(run))
+    assert any("retried step" in text_of(m) for m in bot.thread(run) if m["ts"] != report["ts"])
+
+
+async def test_retry_with_edited_input_runs_the_step_with_the_new_prompt(start_bot: StartBot, fake_model: FakeModel) -> None:
+    fake_model.script(Reply.refusal())  # permanent: not retried
+    bot = await start_bot(failing_flow(fake_model))
+    await bot.command("run writer topic=owls")
+    await bot.idle()
+    run = await bot.only_run()
+    assert run.status == "failed" and fake_model.count == 1
+
+    await bot.click(bk.RETRY_EDITED, f"{run.id}:summarize", user=BOSS)
+    view = (await bot.fake.wait_for_async(lambda f: f.views, what="retry modal"))[-1]
+    fields = {b["block_id"]: b["element"].get("initial_value") for b in view["blocks"] if b["type"] == "input"}
+    assert fields == {"system": "Be brief.", "prompt": "Summarize owls"}
+
+    fake_model.script(Reply.text("Owls hoot."))
+    await bot.submit(bk.RETRY_MODAL, view, {"system": {"value": "Be kind."}, "prompt": {"value": "Summarize barn owls"}})
+    await bot.idle()
+    assert (await bot.run(run.id)).status == "succeeded"
+    messages = fake_model.requests[-1].body["messages"]
+    assert messages[0]["content"].startswith("Be kind.") and messages[-1]["content"] == "Summarize barn owls"
+    assert any("with edited input" in text_of(m) for m in bot.thread(run))
+
+
+async def test_abort_cancels_a_failed_run(start_bot: StartBot, fake_model: FakeModel) -> None:
+    fake_model.script(Reply.refusal())
+    bot = await start_bot(failing_flow(fake_model))
+    await bot.command("run writer")
+    await bot.idle()
+    run = await bot.only_run()
+    await bot.click(bk.ABORT, f"{run.id}:summarize", user="U0MALLORY")  # neither starter nor approver
+    await bot.fake.wait_for_async(lambda f: any(e["user"] == "U0MALLORY" for e in f.ephemerals))
+    await bot.click(bk.ABORT, f"{run.id}:summarize", user=BOSS)
+    await bot.idle()
+    run = await bot.run(run.id)
+    assert run.status == "cancelled"
+    assert "cancelled" in text_of(bot.parent(run))
+
+
+async def test_slack_down_during_a_failure_report_it_is_delivered_exactly_once_when_back_even_after_a_restart(
+    start_bot: StartBot, fake_model: FakeModel
+) -> None:
+    fake_model.script(Reply.slow(0.3, Reply.refusal()))
+    spec = failing_flow(fake_model)
+    first = await start_bot(spec)
+    fake = first.fake
+    await first.command("run writer")
+    await fake.wait_for_async(lambda f: f.posted(CHANNEL), what="parent posted")
+    fake.down()  # Slack goes away while the step is failing
+    await first.services.runner.wait_idle()
+    run = await first.only_run()
+    assert run.status == "failed"
+    # the failure report waits in the outbox, tried and scheduled again, not lost
+    async with asyncio.timeout(10):
+        while True:
+            pending = [m for m in await first.outbox(run.id) if m.delivered_at is None]
+            if pending and pending[0].tries >= 2:
+                break
+            await asyncio.sleep(0.02)
+    assert "step_failed" in [m.kind for m in pending]  # waiting behind the stream's head, in order
+    assert "Connect" in (pending[0].last_error or "") and pending[0].next_try_at is not None
+    await stop_bot(first)  # a restart, with Slack still down
+
+    fake.up()
+    second = await start_bot(spec)
+    await second.idle()
+    run = await second.run(run.id)
+    reports = [m for m in fake.posted(CHANNEL, thread_ts=run.message_ts) if "failed" in text_of(m) and bk.RETRY in buttons(m)]
+    assert len(reports) == 1
+    assert len([m for m in fake.posted(CHANNEL) if "thread_ts" not in m]) == 1  # one parent
+    assert all(m.delivered_at is not None for m in await second.outbox(run.id))
+    assert "failed" in text_of(second.parent(run))
+
+
+async def test_invalid_blocks_fall_back_to_plain_text_and_are_not_retried_forever(start_bot: StartBot, fake_model: FakeModel) -> None:
+    fake_model.script(Reply.refusal())
+    bot = await start_bot(failing_flow(fake_model))
+    await bot.command("run writer")
+    await bot.fake.wait_for_async(lambda f: f.posted(CHANNEL), what="parent posted")
+    bot.fake.error_next("chat.postMessage", "invalid_blocks", n=1)  # the failure report's blocks are refused
+    await bot.idle()
+    run = await bot.only_run()
+    [report] = [m for m in bot.thread(run) if "failed" in text_of(m)]
+    assert bk.RETRY in buttons(report)  # the fallback keeps the buttons, with short text
+    failed = [m for m in await bot.outbox(run.id) if m.kind == "step_failed"]
+    assert failed[0].delivered_at is not None and "invalid_blocks" in failed[0].last_error
+    posts = [c for c in bot.fake.calls_to("chat.postMessage") if c.args.get("thread_ts")]
+    assert len(posts) == 2  # the refused one and its fallback: nothing more
+
+    # refused even as plain text: recorded and given up, never retried forever
+    fake_model.script(Reply.refusal())
+    await bot.command("run writer")
+    await bot.fake.wait_for_async(lambda f: len([m for m in f.posted(CHANNEL) if "thread_ts" not in m]) == 2)
+    bot.fake.error_next("chat.postMessage", "msg_too_long", n=2)
+    await bot.idle()
+    gave_up = [m for m in await bot.outbox() if m.kind == "step_failed" and m.run_id != run.id]
+    assert gave_up[0].delivered_at is not None and "msg_too_long" in gave_up[0].last_error and gave_up[0].tries == 1
+
+
+async def test_a_long_input_is_cut_with_a_note_and_attached_as_a_file(start_bot: StartBot, fake_model: FakeModel) -> None:
+    fake_model.script(Reply.refusal())
+    bot = await start_bot(failing_flow(fake_model))
+    long_topic = "owls " * 1500
+    await bot.command(f'run writer topic="{long_topic}"')
+    await bot.idle()
+    run = await bot.only_run()
+    [report] = [m for m in bot.thread(run) if "failed" in text_of(m)]
+    assert bk.CONTINUED in text_of(report)
+    [upload] = bot.fake.uploads
+    assert upload.channel == CHANNEL and upload.thread_ts == run.message_ts
+    assert json.loads(upload.content) == {"system": "Be brief.", "prompt": f"Summarize {long_topic}"}  # the full input
