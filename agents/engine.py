@@ -6,7 +6,7 @@ import asyncio
 import os
 import secrets
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,8 +21,8 @@ from agents.spec import ModelStep, ToolStep, WorkflowSpec
 from agents.steps import StepCaller, StepSuccess
 from agents.templates import context_for, render, render_value
 from storage import queries
-from storage.db import Database
-from storage.models import Attempt, Run, StepRun, utcnow
+from storage.db import Database, Write, run_writes
+from storage.models import Attempt, Run, utcnow
 
 log = structlog.get_logger("overseer.engine")
 
@@ -30,6 +30,13 @@ log = structlog.get_logger("overseer.engine")
 def default_owner() -> str:
     """This process's name in leases: host, pid and a random tag."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def owner_process(owner: str) -> tuple[str, int] | None:
+    """(host, pid) of a lease owner named by default_owner, or None for other names."""
+    host, _, rest = owner.partition(":")
+    pid, _, _tag = rest.partition(":")
+    return (host, int(pid)) if host and pid.isdigit() else None
 
 
 def new_run_id() -> str:
@@ -45,6 +52,46 @@ class EngineSettings:
     lease_seconds: float = 60.0
     delay_scale: float = 1.0  # tests shrink backoff waits through this, not by patching
     secrets: Mapping[str, str] = field(default_factory=dict)  # what api_key_env names resolve to
+
+
+_Message = tuple[str, str, dict[str, Any]]
+
+
+def _message(run_id: str, kind: str, **payload: Any) -> _Message:
+    """An announcement for queries.outbox_write (see agents.outbox for the kinds)."""
+    return (run_id, kind, payload)
+
+
+@dataclass(frozen=True)
+class _Start:
+    """A step about to be called, with the input it is called with."""
+
+    index: int
+    step: str
+    kind: str
+    call_input: Any
+
+
+@dataclass
+class _Driving:
+    """A run this process drives: read once when the lease is taken, then kept up to date in memory."""
+
+    run_id: str
+    workflow: str
+    inputs: dict[str, Any]
+    spec: WorkflowSpec
+    steps: Sequence[Any]  # queries.step_rows, in order; statuses as read at the claim
+    spent: float
+    outputs: dict[str, Any] = field(default_factory=dict)
+    started: _Start | None = None  # the step whose start is already recorded
+
+    def replay(self) -> int:
+        """Collect the outputs of completed steps; the index of the first step not completed."""
+        for index, step_run in enumerate(self.steps):
+            if step_run.status not in queries.DONE_STEP:
+                return index
+            self.outputs[step_run.step] = step_run.output  # replayed, never run again
+        return len(self.steps)
 
 
 class LeaseLost(Exception):
@@ -69,20 +116,17 @@ class Engine:
         values = coerce_inputs(spec, inputs)
         run_id = new_run_id()
         now = self.clock()
+        row = {
+            "id": run_id, "workflow": spec.name, "inputs": values, "spec": spec.snapshot(), "started_by": started_by,
+            "trigger": trigger, "status": "queued", "channel": channel or spec.channel, "created_at": now, "updated_at": now,
+        }
+        names = [s.name for s in spec.steps]
+        started = _message(
+            run_id, outbox.RUN_STARTED, workflow=spec.name, started_by=started_by, trigger=trigger, inputs=values,
+            steps=names,
+        )
         async with self.db.sessions.begin() as session:
-            session.add(
-                Run(
-                    id=run_id, workflow=spec.name, inputs=values, spec=spec.snapshot(), started_by=started_by,
-                    trigger=trigger, status="queued", channel=channel or spec.channel, created_at=now, updated_at=now,
-                )
-            )
-            await session.flush()
-            for position, step in enumerate(spec.steps):
-                session.add(StepRun(run_id=run_id, step=step.name, position=position, status="pending"))
-            outbox.announce(
-                session, run_id, outbox.RUN_STARTED, workflow=spec.name, started_by=started_by, trigger=trigger,
-                inputs=values, steps=[s.name for s in spec.steps],
-            )
+            await run_writes(session, [*queries.run_writes(row, names), queries.outbox_write([started])])
         log.info("run.queued", run_id=run_id, workflow=spec.name, trigger=trigger)
         return run_id
 
@@ -98,13 +142,14 @@ class Engine:
 
     async def advance(self, run_id: str) -> str:
         """Drive a run until it finishes, fails or waits for a human; returns its status then."""
-        if not await self.claim(run_id):
+        driving = await self._take(run_id)
+        if driving is None:
             return await self.status(run_id)
-        structlog.contextvars.bind_contextvars(run_id=run_id, workflow=None, step=None, attempt=None)
+        structlog.contextvars.bind_contextvars(run_id=run_id, workflow=driving.workflow, step=None, attempt=None)
         task = asyncio.current_task()
         heartbeat = asyncio.create_task(self._heartbeat(run_id, task))
         try:
-            return await self._drive(run_id)
+            return await self._drive(driving)
         except LeaseLost:
             log.warning("run.lease_lost", run_id=run_id)
             return await self.status(run_id)
@@ -120,11 +165,15 @@ class Engine:
         interval = max(self.settings.lease_seconds / 3, 0.05)
         while True:
             await asyncio.sleep(interval)
-            async with self.db.sessions.begin() as session:
-                ours = await queries.renew_lease(
-                    session=session, run_id=run_id, owner=self.settings.owner, now=self.clock(),
-                    lease_s=self.settings.lease_seconds,
-                )
+            try:
+                async with self.db.sessions.begin() as session:
+                    ours = await queries.renew_lease(
+                        session=session, run_id=run_id, owner=self.settings.owner, now=self.clock(),
+                        lease_s=self.settings.lease_seconds,
+                    )
+            except Exception as exc:  # noqa: BLE001 - the lease outlives two missed beats: try again
+                log.warning("run.heartbeat_failed", run_id=run_id, error=f"{type(exc).__name__}: {exc}")
+                continue
             if not ours:
                 if task is not None:
                     task.cancel()
@@ -138,32 +187,47 @@ class Engine:
                 raise UnknownRun(f"no run {run_id!r}")
             return run.status
 
-    async def _drive(self, run_id: str) -> str:
-        async with self.db.sessions() as session:
-            run = await queries.get_run(session=session, run_id=run_id)
-            steps = list(await queries.step_runs(session=session, run_id=run_id))
-        assert run is not None
-        spec = WorkflowSpec.model_validate(run.spec)
-        structlog.contextvars.bind_contextvars(workflow=run.workflow)
-        spent = run.cost_usd
-        outputs: dict[str, Any] = {}
-        for step_run in steps:
+    async def _take(self, run_id: str) -> _Driving | None:
+        """Claim the run and, in the same transaction, read its steps and record its next step started."""
+        now = self.clock()
+        async with self.db.sessions.begin() as session:
+            run = await queries.claim_run_returning(
+                session=session, run_id=run_id, owner=self.settings.owner, now=now, lease_s=self.settings.lease_seconds
+            )
+            if run is None:
+                return None
+            steps = await queries.step_rows(session=session, run_id=run_id)
+            spec = WorkflowSpec.model_validate(run.spec)
+            driving = _Driving(run_id, run.workflow, run.inputs, spec, steps, run.cost_usd)
+            upcoming = self._upcoming(driving, driving.replay())
+            if upcoming is not None:
+                await self._write(session, run_id, [self._fence_step(run_id, upcoming.step), *self._start(driving, upcoming)])
+        return driving
+
+    async def _drive(self, driving: _Driving) -> str:
+        for index, step_run in enumerate(driving.steps):
             if step_run.status in queries.DONE_STEP:
-                outputs[step_run.step] = step_run.output  # replayed, never run again
-                continue
+                continue  # replayed (its output is in driving.outputs), never run again
             if step_run.status not in ("pending", "running"):
-                return await self.status(run_id)
-            step = spec.step(step_run.step)
-            result = await self._run_step(run, spec, step, step_run, outputs, spent)
-            if isinstance(result, str):
-                return result
-            outputs[step.name] = result.output
-            spent = result.spent
-        return await self._finish(run_id, "succeeded", spent)
+                return await self.status(driving.run_id)
+            status = await self._run_step(driving, index)
+            if status != "continue":
+                return status
+        return await self._finish(driving.run_id, "succeeded", driving.spent)
 
     async def _fence(self, session: AsyncSession, run_id: str, **values: Any) -> None:
         """Every driver write starts here: it happens only while this process holds a live lease."""
         if not await queries.fence_run(session=session, run_id=run_id, owner=self.settings.owner, now=self.clock(), **values):
+            raise LeaseLost(run_id)
+
+    def _fence_step(self, run_id: str, step: str) -> Write:
+        """_fence's write for the hot path: set the run's current step."""
+        return queries.fence_step_write(run_id=run_id, owner=self.settings.owner, now=self.clock(), step=step)
+
+    async def _write(self, session: AsyncSession, run_id: str, writes: list[Write]) -> None:
+        """Run the writes of a driver transaction in order; the first is the fence (LeaseLost when it
+        fails, and the transaction rolls back whole)."""
+        if not await run_writes(session, writes):
             raise LeaseLost(run_id)
 
     async def charge(self, session: AsyncSession, run_id: str, attempt: Attempt) -> None:
@@ -180,61 +244,97 @@ class Engine:
             return {"system": render(step.system, context) if step.system else None, "prompt": render(step.prompt, context)}
         return render_value(dict(step.args), context)
 
-    async def _run_step(
-        self, run: Run, spec: WorkflowSpec, step: ModelStep | ToolStep, step_run: StepRun, outputs: dict[str, Any], spent: float
-    ) -> StepSuccess | str:
-        """Run one step: its success (the next step may go on), or the run's status when it stops here."""
-        structlog.contextvars.bind_contextvars(step=step.name, attempt=None)
+    def _upcoming(self, driving: _Driving, index: int) -> _Start | None:
+        """Step `index` and its input, if it can start now: pending (or interrupted) and its input renders.
+        None otherwise; _run_step then renders again and records the failure, or the loop stops."""
+        if index >= len(driving.steps) or driving.steps[index].status not in ("pending", "running"):
+            return None
+        step_run = driving.steps[index]
+        step = driving.spec.step(step_run.step)
         try:
-            call_input = step_run.input_override or self._render_input(step, run.inputs, outputs)
-        except TemplateFailure as exc:
-            return await self._fail_step(run.id, step_run, step, None, exc)
-        async with self.db.sessions.begin() as session:
-            await self._fence(session, run.id, current_step=step.name)
-            await queries.set_step_status(
-                session=session, step_run_id=step_run.id, to="running", allowed_from=("pending", "running"),
-                input=call_input, started_at=self.clock(), error=None,
-            )
-            outbox.announce(session, run.id, outbox.STEP_STARTED, step=step.name, step_kind=step.kind)
+            call_input = step_run.input_override or self._render_input(step, driving.inputs, driving.outputs)
+        except TemplateFailure:
+            return None
+        return _Start(index, step.name, step.kind, call_input)
+
+    def _start(self, driving: _Driving, start: _Start, *announced: _Message) -> list[Write]:
+        """The writes marking a step running with its input and announcing it (after `announced`), for
+        the caller's fenced transaction; the step's call follows that transaction's commit."""
+        driving.started = start
+        started = _message(driving.run_id, outbox.STEP_STARTED, step=start.step, step_kind=start.kind)
+        return [
+            queries.start_step_write(step_run_id=driving.steps[start.index].id, call_input=start.call_input, now=self.clock()),
+            queries.outbox_write([*announced, started]),
+        ]
+
+    async def _run_step(self, driving: _Driving, index: int) -> str:
+        """Run one step: "continue" when the next step may go on, or the run's status when it stops here."""
+        step_run = driving.steps[index]
+        step = driving.spec.step(step_run.step)
+        structlog.contextvars.bind_contextvars(step=step.name, attempt=None)
+        start = driving.started if driving.started is not None and driving.started.index == index else None
+        if start is None:  # not recorded by the previous transaction: record it now
+            try:
+                call_input = step_run.input_override or self._render_input(step, driving.inputs, driving.outputs)
+            except TemplateFailure as exc:
+                return await self._fail_step(driving.run_id, step_run, step, None, exc)
+            start = _Start(index, step.name, step.kind, call_input)
+            async with self.db.sessions.begin() as session:
+                await self._write(session, driving.run_id, [self._fence_step(driving.run_id, step.name), *self._start(driving, start)])
         log.info("step.started")
         try:
             success = await self.caller.call(
-                run.id, spec, step, call_input, attempts_so_far=step_run.attempts, spent=spent
+                driving.run_id, driving.spec, step, start.call_input, attempts_so_far=step_run.attempts, spent=driving.spent
             )
         except StepError as exc:
-            return await self._fail_step(run.id, step_run, step, call_input, exc)
-        status = await self._succeed_step(run.id, spec, step, step_run, success)
-        return success if status == "continue" else status
+            return await self._fail_step(driving.run_id, step_run, step, start.call_input, exc)
+        driving.outputs[step.name] = success.output
+        driving.spent = success.spent
+        return await self._succeed_step(driving, index, step, success)
 
-    async def _succeed_step(
-        self, run_id: str, spec: WorkflowSpec, step: ModelStep | ToolStep, step_run: StepRun, success: StepSuccess
-    ) -> str:
+    async def _succeed_step(self, driving: _Driving, index: int, step: ModelStep | ToolStep, success: StepSuccess) -> str:
+        """One transaction records the attempt, the step's result and what follows: the checkpoint wait,
+        the next step's start (saving that step a transaction of its own), or the run's end."""
         now = self.clock()
         attempt = success.attempt
         waiting = step.checkpoint is not None
-        async with self.db.sessions.begin() as session:
-            await self.charge(session, run_id, attempt)
-            await queries.set_step_status(
-                session=session, step_run_id=step_run.id, to="awaiting_approval" if waiting else "succeeded",
-                allowed_from=("running",), output=success.output, finished_at=now, attempts=attempt.number,
-                cost_usd=StepRun.cost_usd + attempt.cost_usd, **({"awaiting_since": now} if waiting else {}),
+        last = all(s.status in queries.DONE_STEP for s in driving.steps[index + 1:])
+        upcoming = None if waiting or last else self._upcoming(driving, index + 1)
+        status = "awaiting_approval" if waiting else "succeeded" if last else "continue"
+        if waiting:
+            done = _message(
+                driving.run_id, outbox.CHECKPOINT_WAITING, step=step.name, output=success.output,
+                format=step.output.format, approvers=list(driving.spec.approvers),
             )
-            if waiting:
-                await queries.set_run_status(
-                    session=session, run_id=run_id, to="awaiting_approval", allowed_from=("running",),
-                    lease_owner=None, lease_expires_at=None,
-                )
-                outbox.announce(
-                    session, run_id, outbox.CHECKPOINT_WAITING, step=step.name, output=success.output,
-                    format=step.output.format, approvers=list(spec.approvers),
-                )
-            else:
-                outbox.announce(session, run_id, outbox.STEP_SUCCEEDED, step=step.name)
+        else:
+            done = _message(driving.run_id, outbox.STEP_SUCCEEDED, step=step.name)
+        writes = [
+            queries.fence_charge_write(
+                run_id=driving.run_id, owner=self.settings.owner, now=now, attempt=attempt,
+                step=upcoming.step if upcoming else step.name, status=None if status == "continue" else status,
+            ),
+            queries.attempt_write(attempt),
+            queries.end_step_write(
+                step_run_id=driving.steps[index].id, status="awaiting_approval" if waiting else "succeeded",
+                output=success.output, now=now, attempt=attempt,
+            ),
+        ]
+        if upcoming is not None:
+            writes += self._start(driving, upcoming, done)
+        elif status == "succeeded":
+            writes.append(queries.outbox_write([done, _message(driving.run_id, outbox.RUN_FINISHED, status=status, cost_usd=driving.spent)]))
+        else:
+            writes.append(queries.outbox_write([done]))
+        async with self.db.sessions.begin() as session:
+            await self._write(session, driving.run_id, writes)
         log.info("step.awaiting_approval" if waiting else "step.succeeded", attempt=attempt.number)
-        return "awaiting_approval" if waiting else "continue"
+        if status == "succeeded":
+            structlog.contextvars.bind_contextvars(step=None, attempt=None)
+            log.info("run.finished", status=status)
+        return status
 
     async def _fail_step(
-        self, run_id: str, step_run: StepRun, step: ModelStep | ToolStep, call_input: Any, exc: StepError
+        self, run_id: str, step_run: Any, step: ModelStep | ToolStep, call_input: Any, exc: StepError
     ) -> str:
         now = self.clock()
         message = str(exc)

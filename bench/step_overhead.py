@@ -96,7 +96,8 @@ async def main() -> None:
             overheads.append((e - b) / 3 * 1000)
     await db.dispose()
     backend = url.split(":", 1)[0]
-    print(f"step overhead on {backend}, {args.runs} runs x 3 steps (zero-latency fake model)")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"step overhead on {backend}, {args.runs} runs x 3 steps (zero-latency fake model; load average {load})")
     print(f"  bare litellm call per step   median {statistics.median(bare):6.2f} ms   p95 {pct(bare, 0.95):6.2f} ms")
     print(f"  engine per step              median {statistics.median(full):6.2f} ms   p95 {pct(full, 0.95):6.2f} ms")
     print(f"  overhead per step            median {statistics.median(overheads):6.2f} ms   p95 {pct(overheads, 0.95):6.2f} ms")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -41,9 +43,15 @@ class Database:
 def _tune_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-        # Let SQLAlchemy's "begin" hook issue BEGIN IMMEDIATE: a deferred transaction that later
-        # writes can fail at once with "database is locked" instead of waiting its turn.
-        dbapi_conn.isolation_level = None
+        # The sqlite3 module itself issues BEGIN IMMEDIATE right before a transaction's first
+        # INSERT/UPDATE/DELETE, in the same call: a writer takes the write lock up front (waiting its
+        # turn under busy_timeout) and never hits the deferred-upgrade "database is locked" failure.
+        # Trade-off: statements before the first write run outside a transaction, each on the latest
+        # commit, and DDL autocommits. That is PostgreSQL's READ COMMITTED, which every query is
+        # already written for (writes are guarded: conditional UPDATEs, once-only INSERTs); in return
+        # read-only sessions (the digest, status pages) take no lock and no transaction costs an
+        # extra BEGIN round trip.
+        dbapi_conn.isolation_level = "IMMEDIATE"
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
@@ -51,13 +59,10 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn):  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def connect(url: str, *, echo: bool = False) -> Database:
-    """Create the engine for a database URL; SQLite files get WAL mode and immediate transactions."""
+    """Create the engine for a database URL; SQLite files get WAL mode and immediate write transactions."""
     full = async_url(url)
     kwargs: dict = {"echo": echo}
     if full.startswith("postgresql"):
@@ -66,3 +71,19 @@ def connect(url: str, *, echo: bool = False) -> Database:
     if engine.dialect.name == "sqlite":
         _tune_sqlite(engine)
     return Database(engine=engine, sessions=async_sessionmaker(engine, expire_on_commit=False))
+
+
+# --- a transaction's writes, in order, with guards ---------------------------------------------
+
+Write = tuple[Any, Any, bool]  # (statement, params or a list of params, guard: stop unless 1 row)
+
+
+async def run_writes(session: AsyncSession, writes: Sequence[Write]) -> bool:
+    """Run Core INSERT/UPDATE statements in the session's transaction, in order; False (the rest not
+    run) as soon as a guarded one changes no row. The caller then raises, rolling the transaction back."""
+    conn = await session.connection()
+    for stmt, params, guard in writes:
+        result = await conn.execute(stmt, params)
+        if guard and result.rowcount != 1:
+            return False
+    return True
