@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -36,6 +37,17 @@ def _litellm() -> Any:
     for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     return litellm
+
+
+async def warm_up() -> None:
+    """Pay litellm's import and first-call costs now (no network): they block the loop for seconds."""
+    lite = await asyncio.to_thread(_litellm)
+    await lite.acompletion(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "warm-up"}], mock_response="ok")
+    import openai
+
+    client = openai.AsyncOpenAI(api_key="sk-warm-up", base_url="http://127.0.0.1:9/v1")
+    _ = client.chat.completions  # the SDK's resources load on first access
+    await client.close()
 
 
 def _retry_after(exc: Exception) -> float | None:

@@ -1,0 +1,281 @@
+"""`overseer serve`: one asyncio loop runs Bolt, the engine's runs, the outbox dispatcher and any extra tasks.
+
+    Services          everything the bot runs, built once (tests build it with fakes' addresses)
+    create_asgi_app   the Starlette app: POST /slack/events (Bolt, signatures verified), GET /healthz;
+                      its lifespan starts and stops the Services' background tasks
+    tasks             `async def task(services) -> None` factories run alongside the runner and the
+                      dispatcher; serve runs the scheduler (schedules, the digest, deadlines) this way
+    serve(settings)   migrations, Database, Engine, Runner, Dispatcher, Scheduler, then uvicorn (HTTP
+                      mode) or Socket Mode when SLACK_APP_TOKEN is set (/healthz is still served then)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from agents.engine import Engine, EngineSettings
+from agents.errors import DatabaseUnavailable
+from agents.runner import Runner
+from agents.spec import WorkflowSpec, load_workflows
+from bot.settings import Settings, secrets_from_env
+from bot.slack import BotContext
+from bot.slack.app import build_app, build_client
+from bot.slack.approvers import Directory
+from bot.slack.dispatcher import Dispatcher, DispatcherSettings
+from storage import queries
+from storage.db import Database, connect
+from storage.migrate import upgrade
+
+log = structlog.get_logger("overseer.server")
+
+TaskFactory = Callable[["Services"], Awaitable[None]]
+
+
+
+@dataclass
+class Services:
+    """Everything the bot runs; `start` launches the background tasks, `stop` ends them."""
+
+    db: Database
+    engine: Engine
+    runner: Runner
+    dispatcher: Dispatcher
+    client: AsyncWebClient
+    app: AsyncApp
+    specs: dict[str, WorkflowSpec]
+    directory: Directory
+    context: BotContext
+    settings: Settings | None = None
+    extra_tasks: list[TaskFactory] = field(default_factory=list)
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        if self._tasks:
+            return
+        self._tasks = [
+            asyncio.create_task(self.runner.run_forever(), name="overseer:runner"),
+            asyncio.create_task(self.dispatcher.run_forever(), name="overseer:dispatcher"),
+            *(asyncio.create_task(factory(self), name=f"overseer:extra:{i}") for i, factory in enumerate(self.extra_tasks)),
+        ]
+        self.runner.kick()
+        self.dispatcher.kick()
+        log.info("services.started", workflows=sorted(self.specs), extra_tasks=len(self.extra_tasks))
+
+    async def stop(self) -> None:
+        await self.context.settle(5.0)  # let acked requests finish their work
+        await self.dispatcher.stop()
+        await self.runner.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        log.info("services.stopped")
+
+    async def warm_up(self) -> None:
+        """Pay the model library's first-use costs before serving (best effort, no network).
+
+        Its import and its first call load hundreds of modules and block the loop for seconds: done
+        while requests arrive, that would stall every ack (Slack gives 3 s) as the first run starts.
+        """
+        started = asyncio.get_running_loop().time()
+        try:
+            from agents.model_call import warm_up
+
+            await warm_up()
+        except Exception as exc:  # noqa: BLE001 - only a warm-up
+            log.warning("serve.warm_up_failed", error=f"{type(exc).__name__}: {exc}")
+        log.info("serve.warmed_up", seconds=round(asyncio.get_running_loop().time() - started, 2))
+
+    async def healthy(self, timeout: float = 3.0) -> bool:
+        """Whether the database answers."""
+        try:
+            async with asyncio.timeout(timeout):
+                async with self.db.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+            return True
+        except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
+            log.warning("health.database_unavailable", error=f"{type(exc).__name__}: {exc}")
+            return False
+
+
+async def run_scheduler(services: Services) -> None:
+    """A task factory running bot.scheduler (schedules, the digest, checkpoint deadlines) until cancelled."""
+    from bot.scheduler import Scheduler
+
+    settings = services.settings
+    scheduler = Scheduler(
+        db=services.db, engine=services.engine, runner=services.runner, specs=services.specs,
+        digest_cron=settings.digest_cron if settings else "0 9 * * *", digest_tz=settings.digest_tz if settings else "UTC",
+        digest_channel=settings.digest_channel if settings else None,
+        grace_seconds=settings.schedule_grace_seconds if settings else 3600.0, owner=services.engine.settings.owner,
+    )
+    await scheduler.start()
+    try:
+        await asyncio.Event().wait()  # until cancelled at shutdown
+    finally:
+        await scheduler.shutdown()
+
+
+def build_services(
+    *,
+    db: Database,
+    specs: dict[str, WorkflowSpec],
+    bot_token: str,
+    signing_secret: str | None,
+    slack_api_url: str,
+    command: str = "/overseer",
+    engine_settings: EngineSettings | None = None,
+    dispatcher_settings: DispatcherSettings | None = None,
+    runner_poll_seconds: float = 2.0,
+    slack_retry_interval: float | None = None,
+    group_ttl: float = 60.0,
+    socket_mode: bool = False,
+    settings: Settings | None = None,
+    tasks: list[TaskFactory] | None = None,
+) -> Services:
+    """Wire the pieces from plain values (serve passes configuration; tests pass the fakes' addresses)."""
+    engine = Engine(db, settings=engine_settings)
+    runner = Runner(engine, poll_seconds=runner_poll_seconds)
+    client = build_client(bot_token, base_url=slack_api_url, retry_interval=slack_retry_interval)
+    dispatcher = Dispatcher(db, client, settings=dispatcher_settings)
+    directory = Directory(client, ttl=group_ttl)
+    context = BotContext(db=db, engine=engine, runner=runner, client=client, directory=directory, specs=specs,
+                         command=command, kick_dispatcher=dispatcher.kick)
+    app = build_app(context, signing_secret=signing_secret, socket_mode=socket_mode)
+    return Services(db=db, engine=engine, runner=runner, dispatcher=dispatcher, client=client, app=app, specs=specs,
+                    directory=directory, context=context, settings=settings,
+                    extra_tasks=list(tasks or []))
+
+
+def create_asgi_app(services: Services, *, manage_tasks: bool = True) -> Starlette:
+    """POST /slack/events (slash commands, interactivity, events) and GET /healthz; the lifespan runs the tasks."""
+    handler = AsyncSlackRequestHandler(services.app)
+
+    async def events(request: Request) -> Response:
+        return await handler.handle(request)
+
+    async def healthz(request: Request) -> Response:
+        if await services.healthy():
+            return JSONResponse({"status": "ok", "database": "ok", "active_runs": len(services.runner.active)})
+        return JSONResponse({"status": "unavailable", "database": "unavailable"}, status_code=503)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if manage_tasks:
+            await services.start()
+        try:
+            yield
+        finally:
+            if manage_tasks:
+                await services.stop()
+
+    return Starlette(
+        routes=[Route("/slack/events", events, methods=["POST"]), Route("/healthz", healthz, methods=["GET"])],
+        lifespan=lifespan,
+    )
+
+
+async def serve(settings: Settings, *, tasks: list[TaskFactory] | None = None) -> None:
+    """Run the bot until stopped: HTTP under uvicorn, or Socket Mode when SLACK_APP_TOKEN is set."""
+    from bot.serve_lock import single_sqlite_server
+
+    settings.require_slack()
+    with single_sqlite_server(settings.database_url):
+        await _serve(settings, tasks=[run_scheduler] if tasks is None else tasks)
+
+
+async def release_dead_leases(db: Database) -> list[str]:
+    """Free the leases of processes on this host that died (kill -9, crash): their runs go on now,
+    not when the lease lapses. Other hosts' leases lapse on their own."""
+    from agents.engine import owner_process
+
+    released = []
+    async with db.sessions.begin() as session:
+        for owner in await queries.lease_owners(session=session):
+            host_pid = owner_process(owner)
+            if host_pid and host_pid[0] == socket.gethostname() and host_pid[1] != os.getpid() and not _alive(host_pid[1]):
+                await queries.release_leases(session=session, owner=owner)
+                released.append(owner)
+    if released:
+        log.info("serve.released_dead_leases", owners=released)
+    return released
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _serve(settings: Settings, *, tasks: list[TaskFactory]) -> None:
+    import uvicorn
+
+    db = connect(settings.database_url)
+    try:
+        try:
+            await upgrade(db)
+        except Exception as exc:  # noqa: BLE001 - unreachable server, bad credentials, unwritable file
+            raise DatabaseUnavailable(f"DATABASE_URL: cannot migrate the database: {type(exc).__name__}: {exc}") from None
+        await release_dead_leases(db)
+        specs, problems = load_workflows(settings.workflows)
+        for problem in problems:
+            log.warning("workflow.skipped", problem=problem)
+        assert settings.slack_bot_token is not None  # require_slack checked it
+        services = build_services(
+            db=db, specs=specs, bot_token=settings.slack_bot_token.get_secret_value(),
+            signing_secret=settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None,
+            slack_api_url=settings.slack_api_url, command=settings.command, socket_mode=settings.socket_mode,
+            engine_settings=EngineSettings(lease_seconds=settings.lease_seconds, delay_scale=settings.retry_delay_scale,
+                                           secrets=secrets_from_env()),
+            # A dead replica's claimed messages go out after twice its lease; a live one's deliveries
+            # (Retry-After waits included) finish well within that.
+            dispatcher_settings=DispatcherSettings(poll_seconds=settings.poll_seconds, claim_seconds=2 * settings.lease_seconds),
+            runner_poll_seconds=settings.poll_seconds, settings=settings, tasks=tasks,
+        )
+        await services.warm_up()
+        config = uvicorn.Config(create_asgi_app(services), host=settings.host, port=settings.port, log_level="warning",
+                                access_log=False, lifespan="on")
+        server = uvicorn.Server(config)
+        log.info("serve.starting", mode="socket" if settings.socket_mode else "http", host=settings.host,
+                 port=settings.port, workflows=sorted(specs))
+        http = asyncio.create_task(server.serve(), name="overseer:http")  # /healthz also in Socket Mode
+        socket = None
+        try:
+            if settings.socket_mode:
+                from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+                assert settings.slack_app_token is not None
+                socket = AsyncSocketModeHandler(services.app, settings.slack_app_token.get_secret_value())
+                await socket.connect_async()
+            await asyncio.shield(http)
+        finally:
+            # Stopped by a signal (uvicorn ends by itself) or cancelled: shut down cleanly either way,
+            # so acked work finishes and the lifespan stops the runner and the dispatcher.
+            server.should_exit = True
+            if socket is not None:
+                with contextlib.suppress(Exception):
+                    await socket.close_async()
+            with contextlib.suppress(Exception):
+                await http
+    finally:
+        await db.dispose()
