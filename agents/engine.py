@@ -132,14 +132,6 @@ class Engine:
 
     # --- driving ----------------------------------------------------------------------------------
 
-    async def claim(self, run_id: str) -> bool:
-        """Take the run's lease; False if another live process drives it or it is not runnable."""
-        async with self.db.sessions.begin() as session:
-            return await queries.claim_run(
-                session=session, run_id=run_id, owner=self.settings.owner, now=self.clock(),
-                lease_s=self.settings.lease_seconds,
-            )
-
     async def advance(self, run_id: str) -> str:
         """Drive a run until it finishes, fails or waits for a human; returns its status then."""
         driving = await self._take(run_id)

@@ -217,20 +217,25 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 @_async
 async def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
     """Continue a run from its last completed step, or decide the checkpoint it waits at."""
-    from storage import queries
-
     db = await open_db(settings)
     try:
         engine = _engine(db, settings)
         async with db.sessions() as session:
-            run = await queries.find_run(session=session, ref=args.run_id)
-        if run is None:
-            from agents.errors import UnknownRun
-
-            raise UnknownRun(f"no run {args.run_id!r} (see `overseer runs`)")
+            run = await _find_run(session, args.run_id)
         return await _drive(engine, run.id, yes=args.yes)
     finally:
         await db.dispose()
+
+
+async def _find_run(session: Any, ref: str) -> Any:
+    """The run a person named by id or unique prefix, or UnknownRun."""
+    from agents.errors import UnknownRun
+    from storage import queries
+
+    run = await queries.find_run(session=session, ref=ref)
+    if run is None:
+        raise UnknownRun(f"no run {ref!r} (see `overseer runs`)")
+    return run
 
 
 async def _drive(engine: Any, run_id: str, *, yes: bool) -> int:
@@ -267,16 +272,13 @@ async def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
 @_async
 async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     """One run with every attempt."""
-    from agents.errors import UnknownRun
     from bot.cli_render import attempt_dict, decision_dict, print_run, run_dict
     from storage import queries
 
     db = await open_db(settings)
     try:
         async with db.sessions() as session:
-            run = await queries.find_run(session=session, ref=args.run_id)
-            if run is None:
-                raise UnknownRun(f"no run {args.run_id!r} (see `overseer runs`)")
+            run = await _find_run(session, args.run_id)
             steps = list(await queries.step_runs(session=session, run_id=run.id))
             tried = list(await queries.attempts(session=session, run_id=run.id))
             decided = list(await queries.decisions(session=session, run_id=run.id))

@@ -49,14 +49,6 @@ async def attempts(*, session: AsyncSession, run_id: str, step: str | None = Non
     return (await session.scalars(query.order_by(Attempt.id))).all()
 
 
-async def last_attempt_number(*, session: AsyncSession, run_id: str, step: str) -> int:
-    """The highest attempt number recorded for a step (0 if none)."""
-    value = await session.scalar(
-        select(func.max(Attempt.number)).where(Attempt.run_id == run_id, Attempt.step == step)
-    )
-    return int(value or 0)
-
-
 async def decisions(*, session: AsyncSession, run_id: str) -> Sequence[Decision]:
     """A run's checkpoint decisions in order."""
     return (await session.scalars(select(Decision).where(Decision.run_id == run_id).order_by(Decision.id))).all()
@@ -119,24 +111,6 @@ async def runnable_run_ids(*, session: AsyncSession, now: datetime, limit: int) 
     if session.bind.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     return list((await session.scalars(query)).all())
-
-
-async def claim_run(*, session: AsyncSession, run_id: str, owner: str, now: datetime, lease_s: float) -> bool:
-    """Take the lease of a runnable run (and mark it running) if nobody holds a live one."""
-    result = await session.execute(
-        update(Run)
-        .where(
-            Run.id == run_id,
-            Run.status.in_(RUNNABLE),
-            or_(Run.lease_owner.is_(None), Run.lease_owner == owner, Run.lease_expires_at < now),
-        )
-        .values(
-            lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s), status="running",
-            started_at=func.coalesce(Run.started_at, now), updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1
 
 
 async def fence_run(*, session: AsyncSession, run_id: str, owner: str, now: datetime, **values: Any) -> bool:
@@ -252,7 +226,7 @@ def run_writes(values: dict[str, Any], steps: Sequence[str]) -> list[Write]:
 async def claim_run_returning(
     *, session: AsyncSession, run_id: str, owner: str, now: datetime, lease_s: float
 ) -> Row[Any] | None:
-    """claim_run that hands back what driving needs (workflow, inputs, spec, cost_usd), or None."""
+    """Take the lease of a runnable run (and mark it running) if nobody holds a live one, handing back what driving needs (workflow, inputs, spec, cost_usd), or None."""
     conn = await session.connection()
     result = await conn.execute(
         _CLAIM, {"p_run": run_id, "p_owner": owner, "p_now": now, "p_until": now + timedelta(seconds=lease_s)}

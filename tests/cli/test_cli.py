@@ -235,3 +235,23 @@ async def test_help_answers_fast_without_importing_litellm() -> None:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+@pytest.mark.parametrize(
+    ("extra", "args", "message"),
+    [
+        ({}, ["serve"], "SLACK_BOT_TOKEN is not set"),
+        ({"SLACK_BOT_TOKEN": "not-a-token"}, ["serve"], "SLACK_BOT_TOKEN does not look like a Slack token"),
+        ({"SLACK_BOT_TOKEN": "xoxb-1"}, ["serve"], "SLACK_SIGNING_SECRET is not set"),
+        ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xoxb-2"}, ["serve"], "SLACK_APP_TOKEN does not look like"),
+        ({"PORT": "eighty"}, ["runs"], "PORT: Input should be a valid integer"),
+        ({"OVERSEER_DIGEST_TZ": "Mars/Olympus"}, ["runs"], "OVERSEER_DIGEST_TZ: unknown time zone"),
+        ({"OVERSEER_DIGEST_CRON": "every day"}, ["runs"], "OVERSEER_DIGEST_CRON: bad cron expression"),
+        ({"OVERSEER_COMMAND": "overseer"}, ["runs"], "OVERSEER_COMMAND: must look like /overseer"),
+    ],
+)
+async def test_a_missing_or_malformed_setting_stops_with_one_line_naming_it(
+    tmp_path: Any, fake_model: FakeModel, extra: dict[str, str], args: list[str], message: str
+) -> None:
+    code, _, err = await overseer(cli_env(f"sqlite:///{tmp_path / 'x.db'}", fake_model, **extra), *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -20,11 +20,12 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from agents.digest import compute_digest
 from agents.engine import Engine, EngineSettings
 from agents.spec import load_spec
 from storage import queries
 from storage.db import Database
-from storage.models import Attempt, ChatMessage, Claim, OutboxMessage, Run
+from storage.models import Attempt, ChatMessage, Claim, OutboxMessage, Run, utcnow
 from tests.conftest import REPO
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.fakes.fake_slack import FakeSlack
@@ -206,6 +207,10 @@ async def test_two_replicas_one_killed_mid_step_run_every_step_fire_every_tick_a
     top_level = Counter(c.args.get("channel") for c in fake_slack.calls_to("chat.postMessage")
                         if c.answered_ok and not c.args.get("thread_ts"))
     assert top_level == {"C0OPS": len(runs)} and len(parents) == len(runs)  # one parent message per run
+    digest = await compute_digest(db, now=utcnow(), days=1)
+    [minutely] = digest.workflows
+    assert (minutely.workflow, minutely.started, minutely.succeeded, minutely.failed) == ("minutely", len(runs), len(runs), 0)
+    assert minutely.success_rate == 1.0 and minutely.retry_exhaustions == 0
     texts = Counter(json.dumps([c.args.get("channel"), c.args.get("thread_ts"), c.args.get("text")])
                     for c in fake_slack.calls_to("chat.postMessage") if c.answered_ok and c.args.get("thread_ts"))
     assert all(n == 1 for n in texts.values()), [t for t, n in texts.items() if n > 1]  # nothing posted twice
