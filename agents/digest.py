@@ -97,18 +97,12 @@ class WorkflowDigest:
     duration_p95_s: float | None = None
     daily_success_rate: list[float | None] = field(default_factory=lambda: [None] * SERIES_DAYS)
 
-    @property
-    def finished(self) -> int:
-        return self.succeeded + self.failed + self.rejected + self.expired + self.cancelled
-
-    @property
-    def decisions(self) -> int:
-        return self.approved + self.edited + self.checkpoint_rejected + self.checkpoint_expired
-
-    @property
-    def activity(self) -> int:
-        """A rough size, to choose which workflows to show first when space is short."""
-        return self.started + self.finished + self.waiting + self.decisions
+    @staticmethod
+    def activity(payload: dict[str, Any]) -> int:
+        """A workflow's rough size in a payload (runs started, finished, waiting): renderers show the
+        busiest first when space is short."""
+        finished = ("succeeded", "failed", "rejected", "expired", "cancelled")
+        return sum(int(payload.get(k, 0)) for k in ("started", "waiting", *finished))
 
     @classmethod
     def from_payload(cls, data: dict[str, Any]) -> WorkflowDigest:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from agents.digest import WorkflowDigest
+
 SPARKS = "▁▂▃▄▅▆▇█"
 NO_DATA = "·"
 
@@ -213,7 +215,7 @@ def digest_message(payload: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         shown, rest = workflows, []
     else:
         keep = (room - 1) // per  # one block left for the rest
-        ranked = sorted(range(len(workflows)), key=lambda i: (-_activity(workflows[i]), i))
+        ranked = sorted(range(len(workflows)), key=lambda i: (-WorkflowDigest.activity(workflows[i]), i))
         chosen = set(ranked[:keep])
         shown = [w for i, w in enumerate(workflows) if i in chosen]
         rest = [w for i, w in enumerate(workflows) if i not in chosen]
@@ -221,7 +223,7 @@ def digest_message(payload: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         blocks.extend(_workflow_blocks(w))
     if rest:
         lines = [f"*{len(rest)} more workflows*"]
-        for w in sorted(rest, key=lambda w: -_activity(w)):
+        for w in sorted(rest, key=lambda w: -WorkflowDigest.activity(w)):
             lines.append(f"• {escape(w['workflow'])}: {w['started']} started, success {pct(w['success_rate'])}")
         text = "\n".join(lines)
         if len(text) > MAX_SECTION_TEXT:
@@ -230,8 +232,3 @@ def digest_message(payload: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     fallback = f"Overseer digest ({_window(payload)}): {escape(_summary(totals))}" if totals else "Overseer digest"
     return fallback, blocks
 
-
-def _activity(w: dict[str, Any]) -> int:
-    return int(w.get("started", 0)) + int(w.get("waiting", 0)) + sum(
-        int(w.get(k, 0)) for k in ("succeeded", "failed", "rejected", "expired", "cancelled")
-    )

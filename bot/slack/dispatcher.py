@@ -443,9 +443,10 @@ class Dispatcher:
         payload = message.payload
         step = str(payload.get("step"))
         key = f"failure:{step}:{message.id}"
-        text, blocks, was_cut = bk.failure_report(message.run_id, payload, await self._people(message.run_id))
+        people = await self._people(message.run_id)
+        text, blocks, was_cut = bk.failure_report(message.run_id, payload, people)
         if await self._recall(message.run_id, key) is None:
-            fallback = bk.failure_plain(payload, await self._people(message.run_id))
+            fallback = bk.failure_plain(payload, people)
             short = [*blocks[:2], bk.section("_The report was too big for Slack; the input is in the attached file._"), blocks[-1]]
             before = len(notes)
             ts = await self._post(notes, channel=where[0], thread_ts=where[1], text=text, blocks=blocks,
