@@ -16,14 +16,12 @@ from agents.errors import AlreadyDecided, InvalidState, UnknownRun, UserInputErr
 from agents.spec import WorkflowSpec
 from storage import queries
 from storage.models import Decision
+from storage.status import Action, RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from agents.engine import Engine
 
 log = structlog.get_logger("overseer.checkpoint")
-
-ACTIONS = {"approve": "approved", "edit": "edited", "reject": "rejected", "expire": "expired"}
-
 
 @dataclass(frozen=True)
 class DecisionOutcome:
@@ -58,8 +56,8 @@ async def pending_step(engine: Engine, run_ref: str) -> tuple[str, str, Any, Wor
         run = await queries.find_run(session=session, ref=run_ref)
         if run is None:
             raise UnknownRun(f"no run {run_ref!r}")
-        waiting = [s for s in await queries.step_runs(session=session, run_id=run.id) if s.status == "awaiting_approval"]
-        if run.status != "awaiting_approval" or not waiting:
+        waiting = [s for s in await queries.step_runs(session=session, run_id=run.id) if s.status == StepStatus.AWAITING_APPROVAL]
+        if run.status != RunStatus.AWAITING_APPROVAL or not waiting:
             raise InvalidState(f"run {run.id} is {run.status}, not waiting at a checkpoint")
         return run.id, waiting[0].step, waiting[0].output, WorkflowSpec.model_validate(run.spec)
 
@@ -68,8 +66,10 @@ async def decide(
     engine: Engine, run_id: str, step: str, *, action: str, by: str, edited: Any = None, reason: str | None = None
 ) -> DecisionOutcome:
     """Record a decision; of two racing decisions one wins and the other gets AlreadyDecided."""
-    if action not in ("approve", "edit", "reject", "expire"):
-        raise UserInputError(f"unknown decision {action!r}: approve, edit or reject")
+    try:
+        action = Action(action)
+    except ValueError:
+        raise UserInputError(f"unknown decision {action!r}: approve, edit or reject") from None
     now = engine.clock()
     async with engine.db.sessions.begin() as session:
         run = await queries.get_run(session=session, run_id=run_id)
@@ -78,30 +78,30 @@ async def decide(
             raise UnknownRun(f"no checkpoint {step!r} in run {run_id!r}")
         spec = WorkflowSpec.model_validate(run.spec)
         output = step_run.output
-        if action == "edit":
+        if action == Action.EDIT:
             output = check_edit(spec.step(step).output, edited)  # raises before anything changes
         won = await queries.set_step_status(
-            session=session, step_run_id=step_run.id, to=ACTIONS[action], allowed_from=("awaiting_approval",),
+            session=session, step_run_id=step_run.id, to=action.step_status, allowed_from=(StepStatus.AWAITING_APPROVAL,),
             output=output,
         )
         if not won:
             await _raise_already_decided(session, step_run.id, run.status)
-        changed, total = chars_changed(step_run.output, output) if action == "edit" else (0, len(as_text(step_run.output)))
+        changed, total = chars_changed(step_run.output, output) if action == Action.EDIT else (0, len(as_text(step_run.output)))
         wait_s = (now - step_run.awaiting_since).total_seconds() if step_run.awaiting_since else 0.0
         session.add(Decision(
             step_run_id=step_run.id, run_id=run_id, step=step, action=action, decided_by=by, decided_at=now,
-            original_output=step_run.output, edited_output=output if action == "edit" else None, reason=reason,
+            original_output=step_run.output, edited_output=output if action == Action.EDIT else None, reason=reason,
             chars_changed=changed, chars_total=total, wait_s=wait_s,
         ))
-        new_status = "queued" if action in ("approve", "edit") else ACTIONS[action]
-        done = {} if new_status == "queued" else {"finished_at": now, "error": f"{ACTIONS[action]} by {by}" + (f": {reason}" if reason else "")}
+        new_status = RunStatus.QUEUED if action.goes_on else RunStatus(action.past)
+        done = {} if action.goes_on else {"finished_at": now, "error": f"{action.past} by {by}" + (f": {reason}" if reason else "")}
         if not await queries.set_run_status(
-            session=session, run_id=run_id, to=new_status, allowed_from=("awaiting_approval",), **done
+            session=session, run_id=run_id, to=new_status, allowed_from=(RunStatus.AWAITING_APPROVAL,), **done
         ):
             raise InvalidState(f"run {run_id} is {run.status}; its checkpoint can no longer be decided")
         outbox.announce(session, run_id, outbox.CHECKPOINT_DECIDED, step=step, action=action, by=by, reason=reason,
                         chars_changed=changed, chars_total=total, at=now.isoformat())
-        if new_status != "queued":
+        if not action.goes_on:
             outbox.announce(session, run_id, outbox.RUN_FINISHED, status=new_status, by=by, reason=reason, cost_usd=run.cost_usd)
     log.info("checkpoint.decided", run_id=run_id, step=step, action=action, by=by)
     return DecisionOutcome(run_id, step, action, by, now, new_status, changed, total, reason)
@@ -113,5 +113,5 @@ async def _raise_already_decided(session: Any, step_run_id: int, run_status: str
         raise InvalidState(f"this checkpoint is no longer waiting (run is {run_status})")
     when = first.decided_at.strftime("%Y-%m-%d %H:%M UTC")
     raise AlreadyDecided(
-        f"already {ACTIONS[first.action]} by {first.decided_by} at {when}", decided_by=first.decided_by, action=first.action
+        f"already {Action(first.action).past} by {first.decided_by} at {when}", decided_by=first.decided_by, action=first.action
     )

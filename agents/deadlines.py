@@ -26,6 +26,7 @@ from agents.errors import AlreadyDecided, InvalidState, UnknownRun
 from agents.spec import CheckpointSpec, WorkflowSpec
 from storage import queries
 from storage.models import StepRun
+from storage.status import StepStatus
 
 if TYPE_CHECKING:
     from agents.engine import Engine
@@ -135,7 +136,7 @@ async def _set_once(session, step_run_id: int, column: str, now: datetime) -> bo
     col = getattr(StepRun, column)
     result = await session.execute(
         update(StepRun)
-        .where(StepRun.id == step_run_id, col.is_(None), StepRun.status == "awaiting_approval")
+        .where(StepRun.id == step_run_id, col.is_(None), StepRun.status == StepStatus.AWAITING_APPROVAL)
         .values({column: now})
         .execution_options(synchronize_session=False)
     )

@@ -40,13 +40,14 @@ from typing import Any
 from agents.errors import TransientError
 from storage import digest_queries as dq
 from storage.db import Database
+from storage.status import FINISHED_RUN, Action, RunStatus
 
 SERIES_DAYS = 14
 PREVIOUS_DAYS = 7
 TOP_STEPS = 3
 MAX_DAYS = 365  # one UNION ALL branch per day: SQLite allows 500
-FINISHED = ("succeeded", "failed", "rejected", "expired")  # the denominator of the success rate
-HUMAN_ACTIONS = ("approve", "edit", "reject")
+FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED, RunStatus.EXPIRED)  # the denominator of the success rate
+HUMAN_ACTIONS = (Action.APPROVE, Action.EDIT, Action.REJECT)
 
 
 def transient_error_types() -> tuple[str, ...]:
@@ -101,7 +102,7 @@ class WorkflowDigest:
     def activity(payload: dict[str, Any]) -> int:
         """A workflow's rough size in a payload (runs started, finished, waiting): renderers show the
         busiest first when space is short."""
-        finished = ("succeeded", "failed", "rejected", "expired", "cancelled")
+        finished = FINISHED_RUN
         return sum(int(payload.get(k, 0)) for k in ("started", "waiting", *finished))
 
     @classmethod
@@ -254,11 +255,11 @@ async def compute_digest(
                 r.status[status] += n
             elif bucket < days + PREVIOUS_DAYS and status in FINISHED:
                 r.prev_finished += n
-                r.prev_succeeded += n if status == "succeeded" else 0
+                r.prev_succeeded += n if status == RunStatus.SUCCEEDED else 0
             if bucket < SERIES_DAYS and status in FINISHED:
                 i = SERIES_DAYS - 1 - bucket  # oldest first
                 r.day_finished[i] += n
-                r.day_succeeded[i] += n if status == "succeeded" else 0
+                r.day_succeeded[i] += n if status == RunStatus.SUCCEEDED else 0
         for wf, step, n in await dq.failed_steps(session=session, start=start, end=now):
             raw[wf].failed_steps[step] += n
         for wf, n in await dq.retry_exhaustions(

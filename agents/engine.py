@@ -23,6 +23,7 @@ from agents.templates import context_for, render, render_value
 from storage import queries
 from storage.db import Database, Write, run_writes
 from storage.models import Attempt, Run, utcnow
+from storage.status import DONE_STEP, RUNNABLE, STARTABLE_STEP, RunStatus, StepStatus
 
 log = structlog.get_logger("overseer.engine")
 
@@ -88,7 +89,7 @@ class _Driving:
     def replay(self) -> int:
         """Collect the outputs of completed steps; the index of the first step not completed."""
         for index, step_run in enumerate(self.steps):
-            if step_run.status not in queries.DONE_STEP:
+            if step_run.status not in DONE_STEP:
                 return index
             self.outputs[step_run.step] = step_run.output  # replayed, never run again
         return len(self.steps)
@@ -118,7 +119,7 @@ class Engine:
         now = self.clock()
         row = {
             "id": run_id, "workflow": spec.name, "inputs": values, "spec": spec.snapshot(), "started_by": started_by,
-            "trigger": trigger, "status": "queued", "channel": channel or spec.channel, "created_at": now, "updated_at": now,
+            "trigger": trigger, "status": RunStatus.QUEUED, "channel": channel or spec.channel, "created_at": now, "updated_at": now,
         }
         names = [s.name for s in spec.steps]
         started = _message(
@@ -198,14 +199,14 @@ class Engine:
 
     async def _drive(self, driving: _Driving) -> str:
         for index, step_run in enumerate(driving.steps):
-            if step_run.status in queries.DONE_STEP:
+            if step_run.status in DONE_STEP:
                 continue  # replayed (its output is in driving.outputs), never run again
-            if step_run.status not in ("pending", "running"):
+            if step_run.status not in STARTABLE_STEP:
                 return await self.status(driving.run_id)
             status = await self._run_step(driving, index)
             if status != "continue":
                 return status
-        return await self._finish(driving.run_id, "succeeded", driving.spent)
+        return await self._finish(driving.run_id, RunStatus.SUCCEEDED, driving.spent)
 
     async def _fence(self, session: AsyncSession, run_id: str, **values: Any) -> None:
         """Every driver write starts here: it happens only while this process holds a live lease."""
@@ -239,7 +240,7 @@ class Engine:
     def _upcoming(self, driving: _Driving, index: int) -> _Start | None:
         """Step `index` and its input, if it can start now: pending (or interrupted) and its input renders.
         None otherwise; _run_step then renders again and records the failure, or the loop stops."""
-        if index >= len(driving.steps) or driving.steps[index].status not in ("pending", "running"):
+        if index >= len(driving.steps) or driving.steps[index].status not in STARTABLE_STEP:
             return None
         step_run = driving.steps[index]
         step = driving.spec.step(step_run.step)
@@ -290,9 +291,9 @@ class Engine:
         now = self.clock()
         attempt = success.attempt
         waiting = step.checkpoint is not None
-        last = all(s.status in queries.DONE_STEP for s in driving.steps[index + 1:])
+        last = all(s.status in DONE_STEP for s in driving.steps[index + 1:])
         upcoming = None if waiting or last else self._upcoming(driving, index + 1)
-        status = "awaiting_approval" if waiting else "succeeded" if last else "continue"
+        status = RunStatus.AWAITING_APPROVAL if waiting else RunStatus.SUCCEEDED if last else "continue"
         if waiting:
             done = _message(
                 driving.run_id, outbox.CHECKPOINT_WAITING, step=step.name, output=success.output,
@@ -307,20 +308,20 @@ class Engine:
             ),
             queries.attempt_write(attempt),
             queries.end_step_write(
-                step_run_id=driving.steps[index].id, status="awaiting_approval" if waiting else "succeeded",
+                step_run_id=driving.steps[index].id, status=StepStatus.AWAITING_APPROVAL if waiting else StepStatus.SUCCEEDED,
                 output=success.output, now=now, attempt=attempt,
             ),
         ]
         if upcoming is not None:
             writes += self._start(driving, upcoming, done)
-        elif status == "succeeded":
+        elif status == RunStatus.SUCCEEDED:
             writes.append(queries.outbox_write([done, _message(driving.run_id, outbox.RUN_FINISHED, status=status, cost_usd=driving.spent)]))
         else:
             writes.append(queries.outbox_write([done]))
         async with self.db.sessions.begin() as session:
             await self._write(session, driving.run_id, writes)
         log.info("step.awaiting_approval" if waiting else "step.succeeded", attempt=attempt.number)
-        if status == "succeeded":
+        if status == RunStatus.SUCCEEDED:
             structlog.contextvars.bind_contextvars(step=None, attempt=None)
             log.info("run.finished", status=status)
         return status
@@ -332,12 +333,12 @@ class Engine:
         message = str(exc)
         async with self.db.sessions.begin() as session:
             await self._fence(
-                session, run_id, status="failed", error=f"{step.name}: {message}", finished_at=now,
+                session, run_id, status=RunStatus.FAILED, error=f"{step.name}: {message}", finished_at=now,
                 lease_owner=None, lease_expires_at=None,
             )
             tried = await queries.attempts(session=session, run_id=run_id, step=step.name)
             await queries.set_step_status(
-                session=session, step_run_id=step_run.id, to="failed", allowed_from=("pending", "running"),
+                session=session, step_run_id=step_run.id, to=StepStatus.FAILED, allowed_from=STARTABLE_STEP,
                 input=call_input, error=message, finished_at=now,
             )
             outbox.announce(
@@ -347,7 +348,7 @@ class Engine:
                 last_raw_output=next((a.raw_output for a in reversed(tried) if a.raw_output), None),
             )
         log.warning("step.failed", error_type=type(exc).__name__, error=message)
-        return "failed"
+        return RunStatus.FAILED
 
     async def _finish(self, run_id: str, status: str, spent: float) -> str:
         async with self.db.sessions.begin() as session:
@@ -376,16 +377,16 @@ class Engine:
             run = await queries.find_run(session=session, ref=run_id)
             if run is None:
                 raise UnknownRun(f"no run {run_id!r}")
-            failed = next((s for s in await queries.step_runs(session=session, run_id=run.id) if s.status == "failed"), None)
-            if run.status != "failed" or failed is None:
+            failed = next((s for s in await queries.step_runs(session=session, run_id=run.id) if s.status == StepStatus.FAILED), None)
+            if run.status != RunStatus.FAILED or failed is None:
                 raise InvalidState(f"run {run.id} is {run.status}; only a failed run can be retried")
             if not await queries.set_run_status(
-                session=session, run_id=run.id, to="queued", allowed_from=("failed",), error=None, finished_at=None
+                session=session, run_id=run.id, to=RunStatus.QUEUED, allowed_from=(RunStatus.FAILED,), error=None, finished_at=None
             ):
                 raise InvalidState(f"run {run.id} was retried by someone else just now")
             override = step_input if step_input is not None else failed.input_override
             await queries.set_step_status(
-                session=session, step_run_id=failed.id, to="pending", allowed_from=("failed",), error=None,
+                session=session, step_run_id=failed.id, to=StepStatus.PENDING, allowed_from=(StepStatus.FAILED,), error=None,
                 input_override=override,
             )
             outbox.announce(session, run.id, outbox.RUN_RETRIED, step=failed.step, by=by, edited_input=step_input is not None)
@@ -399,12 +400,12 @@ class Engine:
             if run is None:
                 raise UnknownRun(f"no run {run_id!r}")
             if not await queries.set_run_status(
-                session=session, run_id=run.id, to="cancelled",
-                allowed_from=("queued", "running", "awaiting_approval", "failed"),
+                session=session, run_id=run.id, to=RunStatus.CANCELLED,
+                allowed_from=(*RUNNABLE, RunStatus.AWAITING_APPROVAL, RunStatus.FAILED),
                 finished_at=self.clock(), error=f"cancelled by {by}", lease_owner=None, lease_expires_at=None,
             ):
                 raise InvalidState(f"run {run.id} is already {run.status}")
-            outbox.announce(session, run.id, outbox.RUN_FINISHED, status="cancelled", by=by, cost_usd=run.cost_usd)
+            outbox.announce(session, run.id, outbox.RUN_FINISHED, status=RunStatus.CANCELLED, by=by, cost_usd=run.cost_usd)
         log.info("run.cancelled", run_id=run.id, by=by)
         return run.id
 

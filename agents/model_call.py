@@ -70,7 +70,8 @@ def classify(exc: Exception) -> StepError:
     message = f"{name}: {str(exc)[:500]}"
     if isinstance(exc, (lite.Timeout, TimeoutError)):
         return CallTimeout(message)
-    if isinstance(exc, lite.ContentPolicyViolationError):
+    # Newer litellm releases raise a plain BadRequestError that keeps the provider's code.
+    if isinstance(exc, lite.ContentPolicyViolationError) or getattr(exc, "code", None) == "content_policy_violation":
         return ContentRefused(message)
     status = getattr(exc, "status_code", None)
     if isinstance(exc, lite.RateLimitError) or status == 429:

@@ -13,6 +13,7 @@ from typing import Any
 
 from agents.errors import ConfigError, DatabaseUnavailable, OverseerError, UnknownWorkflow
 from bot.settings import Settings, load_settings
+from storage.status import RunStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_WAITING = 0, 1, 2, 3
 
@@ -242,9 +243,9 @@ async def _drive(engine: Any, run_id: str, *, yes: bool) -> int:
     from bot.cli_drive import drive
 
     status = await drive(engine, run_id, yes=yes, out=sys.stdout)
-    if status == "succeeded":
+    if status == RunStatus.SUCCEEDED:
         return EXIT_OK
-    if status == "awaiting_approval":
+    if status == RunStatus.AWAITING_APPROVAL:
         print(f"run {run_id} waits for approval: decide with `overseer resume {run_id}`")
         return EXIT_WAITING
     return EXIT_FAILED

@@ -14,6 +14,7 @@ from agents.errors import ContractViolation, InvalidState
 from bot.cli_render import progress_line
 from storage import queries
 from storage.models import utcnow
+from storage.status import RUNNABLE, RunStatus
 
 
 def _user() -> str:
@@ -58,10 +59,10 @@ async def drive(engine: Any, run_id: str, *, yes: bool, out: TextIO) -> str:
     seen_leases: set[Any] = set()
     while True:
         status = await _advance(engine, run_id, out)
-        if status in ("queued", "running"):
+        if status in RUNNABLE:
             await _wait_for_lease(engine, run_id, out, seen_leases)
             continue
-        if status != "awaiting_approval":
+        if status != RunStatus.AWAITING_APPROVAL:
             return status
         if not await _checkpoint(engine, run_id, yes=yes, out=out):
             return status

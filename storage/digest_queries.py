@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from storage.models import Attempt, Decision, Event, Run, StepRun
+from storage.status import RunStatus, StepStatus
 
 ESCALATION_EVENT = "checkpoint_escalated"
 
@@ -72,7 +73,7 @@ async def runs_waiting(*, session: AsyncSession) -> list[tuple[str, int]]:
     GROUP BY, SQLite's planner prefers a full scan of ix_runs_workflow to avoid a sort.
     """
     counts: dict[str, int] = {}
-    for wf in await session.scalars(select(Run.workflow).where(Run.status == "awaiting_approval")):
+    for wf in await session.scalars(select(Run.workflow).where(Run.status == RunStatus.AWAITING_APPROVAL)):
         counts[wf] = counts.get(wf, 0) + 1
     return sorted(counts.items())
 
@@ -82,7 +83,7 @@ async def failed_steps(*, session: AsyncSession, start: datetime, end: datetime)
     rows = await session.execute(
         select(Run.workflow, StepRun.step, func.count())
         .join(StepRun, StepRun.run_id == Run.id)
-        .where(Run.finished_at >= start, Run.finished_at < end, Run.status == "failed", StepRun.status == "failed")
+        .where(Run.finished_at >= start, Run.finished_at < end, Run.status == RunStatus.FAILED, StepRun.status == StepStatus.FAILED)
         .group_by(Run.workflow, StepRun.step)
     )
     return [(w, s, int(n)) for w, s, n in rows.all()]
@@ -100,8 +101,8 @@ async def retry_exhaustions(
             and_(Attempt.run_id == StepRun.run_id, Attempt.step == StepRun.step, Attempt.number == StepRun.attempts),
         )
         .where(
-            Run.finished_at >= start, Run.finished_at < end, Run.status == "failed",
-            StepRun.status == "failed", StepRun.attempts > 1, Attempt.error_type.in_(list(transient_types)),
+            Run.finished_at >= start, Run.finished_at < end, Run.status == RunStatus.FAILED,
+            StepRun.status == StepStatus.FAILED, StepRun.attempts > 1, Attempt.error_type.in_(list(transient_types)),
         )
         .group_by(Run.workflow)
     )

@@ -19,6 +19,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from storage.status import RunStatus, StepStatus
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -73,7 +74,7 @@ class Run(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the spec as it was at start
     started_by: Mapped[str] = mapped_column(String(200))  # a user id, "cli", or "schedule"
     trigger: Mapped[str] = mapped_column(String(20), default="cli")  # cli | slack | schedule
-    status: Mapped[str] = mapped_column(String(30), index=True, default="queued")
+    status: Mapped[str] = mapped_column(String(30), index=True, default=RunStatus.QUEUED)
     current_step: Mapped[str | None] = mapped_column(String(200))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -107,7 +108,7 @@ class StepRun(Base):
     step: Mapped[str] = mapped_column(String(200))
     position: Mapped[int] = mapped_column(Integer)
     # pending | running | succeeded | failed | awaiting_approval | approved | edited | rejected | expired
-    status: Mapped[str] = mapped_column(String(30), default="pending")
+    status: Mapped[str] = mapped_column(String(30), default=StepStatus.PENDING)
     input: Mapped[Any] = mapped_column(JSON, nullable=True)
     input_override: Mapped[Any] = mapped_column(JSON, nullable=True)  # a human's edited input
     output: Mapped[Any] = mapped_column(JSON, nullable=True)  # what later steps see

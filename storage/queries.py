@@ -11,10 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Write
 from storage.models import Attempt, Claim, Decision, Event, OutboxMessage, Run, StepRun, utcnow
+from storage.status import RUNNABLE, STARTABLE_STEP, RunStatus, StepStatus
 
-RUNNABLE = ("queued", "running")
-TERMINAL = ("succeeded", "failed", "rejected", "cancelled", "expired")
-DONE_STEP = ("succeeded", "approved", "edited")
 
 
 async def get_run(*, session: AsyncSession, run_id: str) -> Run | None:
@@ -187,7 +185,7 @@ _CLAIM = (
             _RUNS.c.lease_expires_at < bindparam("p_now")),
     )
     .values(
-        lease_owner=bindparam("p_owner"), lease_expires_at=bindparam("p_until"), status="running",
+        lease_owner=bindparam("p_owner"), lease_expires_at=bindparam("p_until"), status=RunStatus.RUNNING,
         started_at=func.coalesce(_RUNS.c.started_at, bindparam("p_now")), updated_at=bindparam("p_now"),
     )
     .returning(_RUNS.c.workflow, _RUNS.c.inputs, _RUNS.c.spec, _RUNS.c.cost_usd)
@@ -199,12 +197,12 @@ _STEP_ROWS = (
 )
 _START_STEP = (
     update(_STEPS)
-    .where(_STEPS.c.id == bindparam("p_id"), or_(_STEPS.c.status == "pending", _STEPS.c.status == "running"))
-    .values(status="running", input=bindparam("p_input"), started_at=bindparam("p_now"), error=None)
+    .where(_STEPS.c.id == bindparam("p_id"), or_(*(_STEPS.c.status == s for s in STARTABLE_STEP)))
+    .values(status=StepStatus.RUNNING, input=bindparam("p_input"), started_at=bindparam("p_now"), error=None)
 )
 _END_STEP = (
     update(_STEPS)
-    .where(_STEPS.c.id == bindparam("p_id"), _STEPS.c.status == "running")
+    .where(_STEPS.c.id == bindparam("p_id"), _STEPS.c.status == StepStatus.RUNNING)
     .values(
         status=bindparam("p_status"), output=bindparam("p_output"), finished_at=bindparam("p_now"),
         attempts=bindparam("p_attempts"), cost_usd=_STEPS.c.cost_usd + bindparam("p_cost"),
@@ -219,7 +217,7 @@ _INSERT_OUTBOX = insert(OutboxMessage.__table__)
 
 def run_writes(values: dict[str, Any], steps: Sequence[str]) -> list[Write]:
     """Insert a run and its pending steps (one statement for all the steps)."""
-    rows = [{"run_id": values["id"], "step": step, "position": i, "status": "pending"} for i, step in enumerate(steps)]
+    rows = [{"run_id": values["id"], "step": step, "position": i, "status": StepStatus.PENDING} for i, step in enumerate(steps)]
     return [(_INSERT_RUN, values, False), (_INSERT_STEPS, rows, False)]
 
 
@@ -256,7 +254,7 @@ def fence_charge_write(
     }
     if status is None:
         return (_FENCE_CHARGE_STEP, params, True)
-    return (_FENCE_CHARGE_PARK if status == "awaiting_approval" else _FENCE_CHARGE_END, params, True)
+    return (_FENCE_CHARGE_PARK if status == RunStatus.AWAITING_APPROVAL else _FENCE_CHARGE_END, params, True)
 
 
 def start_step_write(*, step_run_id: int, call_input: Any, now: datetime) -> Write:
@@ -268,7 +266,7 @@ def end_step_write(*, step_run_id: int, status: str, output: Any, now: datetime,
     """Record a running step's result: succeeded, or awaiting_approval (then awaiting since now)."""
     return (_END_STEP, {
         "p_id": step_run_id, "p_status": status, "p_output": output, "p_now": now, "p_attempts": attempt.number,
-        "p_cost": attempt.cost_usd, "p_awaiting_since": now if status == "awaiting_approval" else None,
+        "p_cost": attempt.cost_usd, "p_awaiting_since": now if status == StepStatus.AWAITING_APPROVAL else None,
     }, False)
 
 
@@ -393,7 +391,7 @@ async def awaiting_checkpoints(*, session: AsyncSession) -> Sequence[tuple[StepR
     rows = await session.execute(
         select(StepRun, Run)
         .join(Run, Run.id == StepRun.run_id)
-        .where(and_(StepRun.status == "awaiting_approval", Run.status == "awaiting_approval"))
+        .where(and_(StepRun.status == StepStatus.AWAITING_APPROVAL, Run.status == RunStatus.AWAITING_APPROVAL))
         .order_by(StepRun.awaiting_since)
     )
     return [(s, r) for s, r in rows.all()]

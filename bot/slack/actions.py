@@ -16,12 +16,10 @@ from bot.slack import blocks as bk
 from bot.slack.errors import Hinted, answering
 from storage import queries
 from storage.models import Run, StepRun
+from storage.status import Action, RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from bot.slack import BotContext
-
-_VERB = {"approve": "approved", "edit": "edited", "reject": "rejected", "expire": "expired"}
-
 
 @dataclass(frozen=True)
 class Click:
@@ -75,12 +73,12 @@ async def require_operator(ctx: BotContext, run: Run, user: str, action: str) ->
 
 async def require_waiting(ctx: BotContext, step_run: StepRun, run: Run) -> None:
     """The checkpoint must still wait; if someone decided first, say who."""
-    if step_run.status == "awaiting_approval" and run.status == "awaiting_approval":
+    if step_run.status == StepStatus.AWAITING_APPROVAL and run.status == RunStatus.AWAITING_APPROVAL:
         return
     async with ctx.db.sessions() as session:
         first = await queries.decision_for(session=session, step_run_id=step_run.id)
     if first is not None:
-        raise AlreadyDecided(f"{_VERB.get(first.action, first.action)} at {bk.when(first.decided_at)}",
+        raise AlreadyDecided(f"{Action(first.action).past} at {bk.when(first.decided_at)}",
                              decided_by=first.decided_by, action=first.action)
     raise InvalidState(f"run {run.id} is {run.status}; this checkpoint can no longer be decided")
 
@@ -148,7 +146,7 @@ def failed_input(spec: WorkflowSpec, step_run: StepRun) -> Any:
 async def open_retry_edited(ctx: BotContext, click: Click) -> None:
     run, step_run, spec = await load_step(ctx, click.run_id, click.step)
     await require_operator(ctx, run, click.user, "retry")
-    if run.status != "failed" or step_run.status != "failed":
+    if run.status != RunStatus.FAILED or step_run.status != StepStatus.FAILED:
         raise InvalidState(f"run {run.id} is {run.status}; only a failed run can be retried")
     view = bk.retry_modal(run.id, click.step, spec.step(click.step).kind, failed_input(spec, step_run), click.channel or run.channel or "")
     await ctx.client.views_open(trigger_id=click.trigger_id, view=view)

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
+from storage.status import FINISHED_RUN, RunStatus, StepStatus
 
 # --- Slack's limits (shared/slack-facts.md) ----------------------------------------------------
 
@@ -280,11 +281,11 @@ def parent_message(run: Any, steps: Sequence[Any], attempt_counts: Mapping[str, 
             parts.append(seconds((step.finished_at - step.started_at).total_seconds()))
         if step.cost_usd:
             parts.append(money(step.cost_usd))
-        if step.status == "awaiting_approval":
+        if step.status == StepStatus.AWAITING_APPROVAL:
             parts.append(f"waiting for {mentions(approvers) or 'an approver'} (see thread)")
-        elif step.status == "failed":
+        elif step.status == StepStatus.FAILED:
             parts.append("failed: see the report in the thread")
-        elif step.status in ("approved", "edited", "rejected", "expired"):
+        elif step.status in (StepStatus.APPROVED, StepStatus.EDITED, StepStatus.REJECTED, StepStatus.EXPIRED):
             parts.append(step.status)
         lines.append(" · ".join(parts))
     blocks = [header(title)]
@@ -296,7 +297,7 @@ def parent_message(run: Any, steps: Sequence[Any], attempt_counts: Mapping[str, 
     if run.inputs:
         shown = ", ".join(f"{k}={v!r}" for k, v in run.inputs.items())
         blocks.append(context("inputs: " + escape_mrkdwn(cut(shown, 2500))))
-    if run.error and run.status in ("failed", "rejected", "cancelled", "expired"):
+    if run.error and run.status in FINISHED_RUN and run.status != RunStatus.SUCCEEDED:
         blocks.append(context(escape_mrkdwn(cut(run.error, 2500))))
     text = f"{run.workflow} run {run.id}: {run.status}"
     return message_text(escape_mrkdwn(text)), limit_blocks(blocks)

@@ -28,6 +28,7 @@ from bot.slack import blocks as bk
 from storage import queries
 from storage.db import Database
 from storage.models import OutboxMessage, Run, StepRun, utcnow
+from storage.status import RunStatus, StepStatus
 
 log = structlog.get_logger("overseer.slack.dispatcher")
 
@@ -502,9 +503,9 @@ class Dispatcher:
         payload = message.payload
         async with self.db.sessions() as session:
             run = await queries.get_run(session=session, run_id=message.run_id)
-            waiting = [s.step for s in await queries.step_runs(session=session, run_id=message.run_id) if s.status == "awaiting_approval"]
+            waiting = [s.step for s in await queries.step_runs(session=session, run_id=message.run_id) if s.status == StepStatus.AWAITING_APPROVAL]
         line = bk.finished_note(payload, run)
-        if payload.get("status") == "cancelled":
+        if payload.get("status") == RunStatus.CANCELLED:
             await self._close_failure_report(message.run_id, None, line, notes)
             for step in waiting:  # a checkpoint of a cancelled run can no longer be decided
                 posted = await self._recall(message.run_id, f"checkpoint:{step}")

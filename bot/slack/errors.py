@@ -23,6 +23,7 @@ from agents.errors import (
     UserInputError,
 )
 from bot.slack.blocks import cut, escape_mrkdwn, mention
+from storage.status import Action
 
 log = structlog.get_logger("overseer.slack")
 
@@ -54,8 +55,7 @@ def user_message(exc: BaseException) -> str:
     if isinstance(exc, Hinted):
         return f"{user_message(exc.error)}\n{exc.hint}"
     if isinstance(exc, AlreadyDecided):
-        verb = {"approve": "approved", "edit": "edited", "reject": "rejected", "expire": "expired"}.get(exc.action, exc.action)
-        return f"Too late: {mention(exc.decided_by)} {escape_mrkdwn(verb)} this checkpoint first."
+        return f"Too late: {mention(exc.decided_by)} {Action(exc.action).past} this checkpoint first."
     if isinstance(exc, UserInputError):
         prefix = next(p for kind, p in _PREFIX if isinstance(exc, kind))
         return prefix + escape_mrkdwn(cut(str(exc), 2500))

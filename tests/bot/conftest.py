@@ -22,6 +22,7 @@ from storage.db import Database
 from sqlalchemy import select
 
 from storage.models import OutboxMessage, Run
+from storage.status import RUNNABLE
 from tests.fakes.fake_model import FakeModel
 from tests.fakes.fake_slack import FakeSlack
 from tests.fakes.slack_requests import block_action, slash_command, view_submission
@@ -95,7 +96,7 @@ class Bot:
                 await self.services.runner.wait_idle(timeout)
                 await self.services.dispatcher.drain(timeout)
                 async with self.db.sessions() as session:
-                    runnable = (await session.scalars(select(Run.id).where(Run.status.in_(queries.RUNNABLE)))).all()
+                    runnable = (await session.scalars(select(Run.id).where(Run.status.in_(RUNNABLE)))).all()
                     due = (await session.scalars(select(OutboxMessage.id).where(OutboxMessage.delivered_at.is_(None)))).all()
                 if not runnable and not due and not self.services.runner.active and not self.services.context.inflight:
                     return
