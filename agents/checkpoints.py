@@ -6,7 +6,7 @@ import difflib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
@@ -15,11 +15,9 @@ from agents.contract import check_edit
 from agents.errors import AlreadyDecided, InvalidState, UnknownRun, UserInputError
 from agents.spec import WorkflowSpec
 from storage import queries
+from storage.db import Database
 from storage.models import Decision
 from storage.status import Action, RunStatus, StepStatus
-
-if TYPE_CHECKING:
-    from agents.engine import Engine
 
 log = structlog.get_logger("overseer.checkpoint")
 
@@ -50,9 +48,9 @@ def chars_changed(before: Any, after: Any) -> tuple[int, int]:
     return max(len(a), len(b)) - matched, len(a)
 
 
-async def pending_step(engine: Engine, run_ref: str) -> tuple[str, str, Any, WorkflowSpec]:
+async def pending_step(db: Database, run_ref: str) -> tuple[str, str, Any, WorkflowSpec]:
     """(run id, step, output, spec) of the checkpoint a run waits at."""
-    async with engine.db.sessions() as session:
+    async with db.sessions() as session:
         run = await queries.find_run(session=session, ref=run_ref)
         if run is None:
             raise UnknownRun(f"no run {run_ref!r}")
@@ -63,15 +61,15 @@ async def pending_step(engine: Engine, run_ref: str) -> tuple[str, str, Any, Wor
 
 
 async def decide(
-    engine: Engine, run_id: str, step: str, *, action: str, by: str, edited: Any = None, reason: str | None = None
+    db: Database, run_id: str, step: str, *, action: str, by: str, now: datetime, edited: Any = None,
+    reason: str | None = None,
 ) -> DecisionOutcome:
     """Record a decision; of two racing decisions one wins and the other gets AlreadyDecided."""
     try:
         action = Action(action)
     except ValueError:
         raise UserInputError(f"unknown decision {action!r}: approve, edit or reject") from None
-    now = engine.clock()
-    async with engine.db.sessions.begin() as session:
+    async with db.sessions.begin() as session:
         run = await queries.get_run(session=session, run_id=run_id)
         step_run = await queries.get_step_run(session=session, run_id=run_id, step=step) if run else None
         if run is None or step_run is None:
@@ -99,10 +97,11 @@ async def decide(
             session=session, run_id=run_id, to=new_status, allowed_from=(RunStatus.AWAITING_APPROVAL,), **done
         ):
             raise InvalidState(f"run {run_id} is {run.status}; its checkpoint can no longer be decided")
-        outbox.announce(session, run_id, outbox.CHECKPOINT_DECIDED, step=step, action=action, by=by, reason=reason,
-                        chars_changed=changed, chars_total=total, at=now.isoformat())
-        if not action.goes_on:
-            outbox.announce(session, run_id, outbox.RUN_FINISHED, status=new_status, by=by, reason=reason, cost_usd=run.cost_usd)
+        decided = outbox.CheckpointDecided(
+            step=step, action=action, by=by, at=now.isoformat(), reason=reason, chars_changed=changed, chars_total=total,
+        )
+        finished = [] if action.goes_on else [outbox.RunFinished(status=new_status, by=by, reason=reason, cost_usd=run.cost_usd)]
+        await outbox.announce(session, run_id, decided, *finished)
     log.info("checkpoint.decided", run_id=run_id, step=step, action=action, by=by)
     return DecisionOutcome(run_id, step, action, by, now, new_status, changed, total, reason)
 

@@ -16,20 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
-
 import structlog
-from sqlalchemy import update
 
 from agents import outbox
+from agents.checkpoints import decide
 from agents.errors import AlreadyDecided, InvalidState, UnknownRun
 from agents.spec import CheckpointSpec, WorkflowSpec
 from storage import queries
-from storage.models import StepRun
-from storage.status import StepStatus
-
-if TYPE_CHECKING:
-    from agents.engine import Engine
+from storage.db import Database, run_writes
+from storage.status import Action
 
 log = structlog.get_logger("overseer.deadlines")
 
@@ -50,9 +45,9 @@ class _Waiting:
     approvers: tuple[str, ...]
 
 
-async def _waiting(engine: Engine) -> list[_Waiting]:
+async def _waiting(db: Database) -> list[_Waiting]:
     found: list[_Waiting] = []
-    async with engine.db.sessions() as session:
+    async with db.sessions() as session:
         for step_run, run in await queries.awaiting_checkpoints(session=session):
             if step_run.awaiting_since is None:
                 continue
@@ -71,19 +66,19 @@ async def _waiting(engine: Engine) -> list[_Waiting]:
     return found
 
 
-async def check_deadlines(engine: Engine, *, now: datetime) -> list[str]:
+async def check_deadlines(db: Database, *, now: datetime) -> list[str]:
     """Remind, escalate and expire checkpoints whose deadlines have passed; returns what was done."""
     done: list[str] = []
-    for w in await _waiting(engine):
+    for w in await _waiting(db):
         cp = w.checkpoint
         where = f"{w.run_id}/{w.step}"
         if cp.timeout is not None and now >= w.since + timedelta(seconds=cp.timeout):
-            if not w.escalated and await _escalate(engine, w, now):
+            if not w.escalated and await _escalate(db, w, now):
                 done.append(f"escalated {where} ({cp.on_timeout})")
             if cp.on_timeout == "reject":
                 try:
-                    await engine.decide(
-                        w.run_id, w.step, action="expire", by=DEADLINE_ACTOR,
+                    await decide(
+                        db, w.run_id, w.step, action=Action.EXPIRE, by=DEADLINE_ACTOR, now=now,
                         reason=f"no decision within {_human(cp.timeout)}",
                     )
                 except (AlreadyDecided, InvalidState, UnknownRun):
@@ -92,55 +87,45 @@ async def check_deadlines(engine: Engine, *, now: datetime) -> list[str]:
         elif (
             cp.remind_after is not None and not w.reminded
             and now >= w.since + timedelta(seconds=cp.remind_after)
-            and await _remind(engine, w, now)
+            and await _remind(db, w, now)
         ):
             done.append(f"reminded {where}")
     return done
 
 
-async def _remind(engine: Engine, w: _Waiting, now: datetime) -> bool:
-    async with engine.db.sessions.begin() as session:
-        won = await _set_once(session, w.step_run_id, "reminded_at", now)
-        if won:
-            outbox.announce(
-                session, w.run_id, outbox.CHECKPOINT_REMINDER, step=w.step, mention=list(w.approvers),
-                waiting_s=(now - w.since).total_seconds(),
-                timeout_s=w.checkpoint.timeout,
-            )
+async def _remind(db: Database, w: _Waiting, now: datetime) -> bool:
+    reminder = outbox.CheckpointReminder(
+        step=w.step, mention=list(w.approvers), waiting_s=(now - w.since).total_seconds(), timeout_s=w.checkpoint.timeout,
+    )
+    async with db.sessions.begin() as session:
+        won = await run_writes(session, [
+            queries.mark_waiting_once_write(step_run_id=w.step_run_id, column="reminded_at", now=now),
+            outbox.message(w.run_id, reminder),
+        ])
     if won:
         log.info("checkpoint.reminded", run_id=w.run_id, step=w.step)
     return won
 
 
-async def _escalate(engine: Engine, w: _Waiting, now: datetime) -> bool:
+async def _escalate(db: Database, w: _Waiting, now: datetime) -> bool:
     cp = w.checkpoint
-    async with engine.db.sessions.begin() as session:
-        won = await _set_once(session, w.step_run_id, "escalated_at", now)
-        if won:
-            outbox.announce(
-                session, w.run_id, outbox.CHECKPOINT_ESCALATED, step=w.step, mention=list(cp.escalate_to),
-                approvers=list(w.approvers), on_timeout=cp.on_timeout, waiting_s=(now - w.since).total_seconds(),
+    escalated = outbox.CheckpointEscalated(
+        step=w.step, mention=list(cp.escalate_to), approvers=list(w.approvers), on_timeout=cp.on_timeout,
+        waiting_s=(now - w.since).total_seconds(),
+    )
+    async with db.sessions.begin() as session:
+        won = await run_writes(session, [
+            queries.mark_waiting_once_write(step_run_id=w.step_run_id, column="escalated_at", now=now),
+            outbox.message(w.run_id, escalated),
+        ])
+        if won and cp.on_timeout == "hold":
+            queries.add_event(
+                session=session, run_id=w.run_id, kind=ESCALATION_EVENT, actor=DEADLINE_ACTOR, at=now,
+                step=w.step, workflow=w.workflow, escalate_to=list(cp.escalate_to), on_timeout=cp.on_timeout,
             )
-            if cp.on_timeout == "hold":
-                queries.add_event(
-                    session=session, run_id=w.run_id, kind=ESCALATION_EVENT, actor=DEADLINE_ACTOR, at=now,
-                    step=w.step, workflow=w.workflow, escalate_to=list(cp.escalate_to), on_timeout=cp.on_timeout,
-                )
     if won:
         log.info("checkpoint.escalated", run_id=w.run_id, step=w.step, on_timeout=cp.on_timeout)
     return won
-
-
-async def _set_once(session, step_run_id: int, column: str, now: datetime) -> bool:  # type: ignore[no-untyped-def]
-    """UPDATE step_runs SET <column> = now WHERE id = ? AND <column> IS NULL AND still waiting."""
-    col = getattr(StepRun, column)
-    result = await session.execute(
-        update(StepRun)
-        .where(StepRun.id == step_run_id, col.is_(None), StepRun.status == StepStatus.AWAITING_APPROVAL)
-        .values({column: now})
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1
 
 
 def _human(seconds: float) -> str:

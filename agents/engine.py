@@ -3,41 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from agents import outbox
+from agents import checkpoints, outbox
 from agents.errors import InvalidState, StepError, TemplateFailure, UnknownRun
+from agents.lease import Lease, LeaseLost, default_owner
 from agents.inputs import coerce_inputs
 from agents.spec import ModelStep, ToolStep, WorkflowSpec
 from agents.steps import StepCaller, StepSuccess
 from agents.templates import context_for, render, render_value
 from storage import queries
 from storage.db import Database, Write, run_writes
-from storage.models import Attempt, Run, utcnow
+from storage.models import utcnow
 from storage.status import DONE_STEP, RUNNABLE, STARTABLE_STEP, RunStatus, StepStatus
 
 log = structlog.get_logger("overseer.engine")
-
-
-def default_owner() -> str:
-    """This process's name in leases: host, pid and a random tag."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def owner_process(owner: str) -> tuple[str, int] | None:
-    """(host, pid) of a lease owner named by default_owner, or None for other names."""
-    host, _, rest = owner.partition(":")
-    pid, _, _tag = rest.partition(":")
-    return (host, int(pid)) if host and pid.isdigit() else None
 
 
 def new_run_id() -> str:
@@ -53,14 +39,6 @@ class EngineSettings:
     lease_seconds: float = 60.0
     delay_scale: float = 1.0  # tests shrink backoff waits through this, not by patching
     secrets: Mapping[str, str] = field(default_factory=dict)  # what api_key_env names resolve to
-
-
-_Message = tuple[str, str, dict[str, Any]]
-
-
-def _message(run_id: str, kind: str, **payload: Any) -> _Message:
-    """An announcement for queries.outbox_write (see agents.outbox for the kinds)."""
-    return (run_id, kind, payload)
 
 
 @dataclass(frozen=True)
@@ -95,10 +73,6 @@ class _Driving:
         return len(self.steps)
 
 
-class LeaseLost(Exception):
-    """Another process took the run over, or it was cancelled: stop touching it."""
-
-
 class Engine:
     """Starts runs and drives them step by step; every state change is one short transaction."""
 
@@ -106,7 +80,8 @@ class Engine:
         self.db = db
         self.settings = settings or EngineSettings()
         self.clock = clock
-        self.caller = StepCaller(self)
+        self.lease = Lease(db, self.settings.owner, self.settings.lease_seconds, clock)
+        self.caller = StepCaller(self.lease, delay_scale=self.settings.delay_scale, secrets=self.settings.secrets)
 
     # --- starting ---------------------------------------------------------------------------------
 
@@ -114,22 +89,27 @@ class Engine:
         self, spec: WorkflowSpec, inputs: dict[str, Any], *, started_by: str, trigger: str = "cli", channel: str | None = None
     ) -> str:
         """Record a new queued run (and announce it); drive it with `advance` or a Runner."""
+        run_id, writes = self.start_writes(spec, inputs, started_by=started_by, trigger=trigger, channel=channel)
+        async with self.db.sessions.begin() as session:
+            await run_writes(session, writes)
+        log.info("run.queued", run_id=run_id, workflow=spec.name, trigger=trigger)
+        return run_id
+
+    def start_writes(
+        self, spec: WorkflowSpec, inputs: dict[str, Any], *, started_by: str, trigger: str, channel: str | None = None
+    ) -> tuple[str, list[Write]]:
+        """(run id, the writes that start it): for a caller that commits them with writes of its own."""
         values = coerce_inputs(spec, inputs)
         run_id = new_run_id()
         now = self.clock()
         row = {
             "id": run_id, "workflow": spec.name, "inputs": values, "spec": spec.snapshot(), "started_by": started_by,
-            "trigger": trigger, "status": RunStatus.QUEUED, "channel": channel or spec.channel, "created_at": now, "updated_at": now,
+            "trigger": trigger, "status": RunStatus.QUEUED, "channel": channel or spec.channel, "created_at": now,
+            "updated_at": now,
         }
         names = [s.name for s in spec.steps]
-        started = _message(
-            run_id, outbox.RUN_STARTED, workflow=spec.name, started_by=started_by, trigger=trigger, inputs=values,
-            steps=names,
-        )
-        async with self.db.sessions.begin() as session:
-            await run_writes(session, [*queries.run_writes(row, names), queries.outbox_write([started])])
-        log.info("run.queued", run_id=run_id, workflow=spec.name, trigger=trigger)
-        return run_id
+        started = outbox.RunStarted(workflow=spec.name, started_by=started_by, trigger=trigger, inputs=values, steps=names)
+        return run_id, [*queries.new_run_writes(row, names), outbox.message(run_id, started)]
 
     # --- driving ----------------------------------------------------------------------------------
 
@@ -140,7 +120,7 @@ class Engine:
             return await self.status(run_id)
         structlog.contextvars.bind_contextvars(run_id=run_id, workflow=driving.workflow, step=None, attempt=None)
         task = asyncio.current_task()
-        heartbeat = asyncio.create_task(self._heartbeat(run_id, task))
+        heartbeat = asyncio.create_task(self.lease.heartbeat(run_id, task))
         try:
             return await self._drive(driving)
         except LeaseLost:
@@ -154,24 +134,6 @@ class Engine:
             heartbeat.cancel()
             structlog.contextvars.unbind_contextvars("run_id", "workflow", "step", "attempt")
 
-    async def _heartbeat(self, run_id: str, task: asyncio.Task[Any] | None) -> bool:
-        interval = max(self.settings.lease_seconds / 3, 0.05)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                async with self.db.sessions.begin() as session:
-                    ours = await queries.renew_lease(
-                        session=session, run_id=run_id, owner=self.settings.owner, now=self.clock(),
-                        lease_s=self.settings.lease_seconds,
-                    )
-            except Exception as exc:  # noqa: BLE001 - the lease outlives two missed beats: try again
-                log.warning("run.heartbeat_failed", run_id=run_id, error=f"{type(exc).__name__}: {exc}")
-                continue
-            if not ours:
-                if task is not None:
-                    task.cancel()
-                return False
-
     async def status(self, run_id: str) -> str:
         """A run's current status."""
         async with self.db.sessions() as session:
@@ -182,11 +144,8 @@ class Engine:
 
     async def _take(self, run_id: str) -> _Driving | None:
         """Claim the run and, in the same transaction, read its steps and record its next step started."""
-        now = self.clock()
         async with self.db.sessions.begin() as session:
-            run = await queries.claim_run_returning(
-                session=session, run_id=run_id, owner=self.settings.owner, now=now, lease_s=self.settings.lease_seconds
-            )
+            run = await self.lease.claim(session, run_id)
             if run is None:
                 return None
             steps = await queries.step_rows(session=session, run_id=run_id)
@@ -194,7 +153,7 @@ class Engine:
             driving = _Driving(run_id, run.workflow, run.inputs, spec, steps, run.cost_usd)
             upcoming = self._upcoming(driving, driving.replay())
             if upcoming is not None:
-                await self._write(session, run_id, [self._fence_step(run_id, upcoming.step), *self._start(driving, upcoming)])
+                await self.lease.write(session, run_id, [self.lease.fence_step(run_id, upcoming.step), *self._start(driving, upcoming)])
         return driving
 
     async def _drive(self, driving: _Driving) -> str:
@@ -207,29 +166,6 @@ class Engine:
             if status != "continue":
                 return status
         return await self._finish(driving.run_id, RunStatus.SUCCEEDED, driving.spent)
-
-    async def _fence(self, session: AsyncSession, run_id: str, **values: Any) -> None:
-        """Every driver write starts here: it happens only while this process holds a live lease."""
-        if not await queries.fence_run(session=session, run_id=run_id, owner=self.settings.owner, now=self.clock(), **values):
-            raise LeaseLost(run_id)
-
-    def _fence_step(self, run_id: str, step: str) -> Write:
-        """_fence's write for the hot path: set the run's current step."""
-        return queries.fence_step_write(run_id=run_id, owner=self.settings.owner, now=self.clock(), step=step)
-
-    async def _write(self, session: AsyncSession, run_id: str, writes: list[Write]) -> None:
-        """Run the writes of a driver transaction in order; the first is the fence (LeaseLost when it
-        fails, and the transaction rolls back whole)."""
-        if not await run_writes(session, writes):
-            raise LeaseLost(run_id)
-
-    async def charge(self, session: AsyncSession, run_id: str, attempt: Attempt) -> None:
-        """Record an attempt and add its tokens and cost to the run, fenced by the lease."""
-        await self._fence(
-            session, run_id, tokens_in=Run.tokens_in + attempt.tokens_in, tokens_out=Run.tokens_out + attempt.tokens_out,
-            cost_usd=Run.cost_usd + attempt.cost_usd,
-        )
-        session.add(attempt)
 
     def _render_input(self, step: ModelStep | ToolStep, inputs: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
         context = context_for(inputs, outputs)
@@ -250,14 +186,14 @@ class Engine:
             return None
         return _Start(index, step.name, step.kind, call_input)
 
-    def _start(self, driving: _Driving, start: _Start, *announced: _Message) -> list[Write]:
+    def _start(self, driving: _Driving, start: _Start, *announced: outbox.Announcement) -> list[Write]:
         """The writes marking a step running with its input and announcing it (after `announced`), for
         the caller's fenced transaction; the step's call follows that transaction's commit."""
         driving.started = start
-        started = _message(driving.run_id, outbox.STEP_STARTED, step=start.step, step_kind=start.kind)
+        started = outbox.StepStarted(step=start.step, step_kind=start.kind)
         return [
             queries.start_step_write(step_run_id=driving.steps[start.index].id, call_input=start.call_input, now=self.clock()),
-            queries.outbox_write([*announced, started]),
+            outbox.message(driving.run_id, *announced, started),
         ]
 
     async def _run_step(self, driving: _Driving, index: int) -> str:
@@ -272,8 +208,7 @@ class Engine:
             except TemplateFailure as exc:
                 return await self._fail_step(driving.run_id, step_run, step, None, exc)
             start = _Start(index, step.name, step.kind, call_input)
-            async with self.db.sessions.begin() as session:
-                await self._write(session, driving.run_id, [self._fence_step(driving.run_id, step.name), *self._start(driving, start)])
+            await self.lease.commit(driving.run_id, [self.lease.fence_step(driving.run_id, step.name), *self._start(driving, start)])
         log.info("step.started")
         try:
             success = await self.caller.call(
@@ -294,17 +229,17 @@ class Engine:
         last = all(s.status in DONE_STEP for s in driving.steps[index + 1:])
         upcoming = None if waiting or last else self._upcoming(driving, index + 1)
         status = RunStatus.AWAITING_APPROVAL if waiting else RunStatus.SUCCEEDED if last else "continue"
+        done: outbox.Announcement
         if waiting:
-            done = _message(
-                driving.run_id, outbox.CHECKPOINT_WAITING, step=step.name, output=success.output,
-                format=step.output.format, approvers=list(driving.spec.approvers),
+            done = outbox.CheckpointWaiting(
+                step=step.name, output=success.output, format=step.output.format, approvers=list(driving.spec.approvers),
             )
         else:
-            done = _message(driving.run_id, outbox.STEP_SUCCEEDED, step=step.name)
+            done = outbox.StepSucceeded(step=step.name)
         writes = [
-            queries.fence_charge_write(
-                run_id=driving.run_id, owner=self.settings.owner, now=now, attempt=attempt,
-                step=upcoming.step if upcoming else step.name, status=None if status == "continue" else status,
+            self.lease.fence_charge(
+                driving.run_id, attempt, step=upcoming.step if upcoming else step.name,
+                status=None if status == "continue" else status,
             ),
             queries.attempt_write(attempt),
             queries.end_step_write(
@@ -315,11 +250,10 @@ class Engine:
         if upcoming is not None:
             writes += self._start(driving, upcoming, done)
         elif status == RunStatus.SUCCEEDED:
-            writes.append(queries.outbox_write([done, _message(driving.run_id, outbox.RUN_FINISHED, status=status, cost_usd=driving.spent)]))
+            writes.append(outbox.message(driving.run_id, done, outbox.RunFinished(status=status, cost_usd=driving.spent)))
         else:
-            writes.append(queries.outbox_write([done]))
-        async with self.db.sessions.begin() as session:
-            await self._write(session, driving.run_id, writes)
+            writes.append(outbox.message(driving.run_id, done))
+        await self.lease.commit(driving.run_id, writes)
         log.info("step.awaiting_approval" if waiting else "step.succeeded", attempt=attempt.number)
         if status == RunStatus.SUCCEEDED:
             structlog.contextvars.bind_contextvars(step=None, attempt=None)
@@ -332,42 +266,46 @@ class Engine:
         now = self.clock()
         message = str(exc)
         async with self.db.sessions.begin() as session:
-            await self._fence(
-                session, run_id, status=RunStatus.FAILED, error=f"{step.name}: {message}", finished_at=now,
+            fence = self.lease.fence(
+                run_id, status=RunStatus.FAILED, error=f"{step.name}: {message}", finished_at=now,
                 lease_owner=None, lease_expires_at=None,
             )
+            await self.lease.write(session, run_id, [fence])
             tried = await queries.attempts(session=session, run_id=run_id, step=step.name)
             await queries.set_step_status(
                 session=session, step_run_id=step_run.id, to=StepStatus.FAILED, allowed_from=STARTABLE_STEP,
                 input=call_input, error=message, finished_at=now,
             )
-            outbox.announce(
-                session, run_id, outbox.STEP_FAILED, step=step.name, step_kind=step.kind, error=message,
-                error_type=type(exc).__name__, retried=exc.transient, input=call_input,
-                attempts=[_attempt_summary(a) for a in tried],
+            await outbox.announce(session, run_id, outbox.StepFailed(
+                step=step.name, step_kind=step.kind, error=message, error_type=type(exc).__name__,
+                retried=exc.transient, input=call_input, attempts=outbox.summaries(tried),
                 last_raw_output=next((a.raw_output for a in reversed(tried) if a.raw_output), None),
-            )
+            ))
         log.warning("step.failed", error_type=type(exc).__name__, error=message)
         return RunStatus.FAILED
 
     async def _finish(self, run_id: str, status: str, spent: float) -> str:
-        async with self.db.sessions.begin() as session:
-            await self._fence(
-                session, run_id, status=status, finished_at=self.clock(), current_step=None,
-                lease_owner=None, lease_expires_at=None,
-            )
-            outbox.announce(session, run_id, outbox.RUN_FINISHED, status=status, cost_usd=spent)
+        await self.lease.commit(run_id, [
+            self.lease.fence(
+                run_id, status=status, finished_at=self.clock(), current_step=None, lease_owner=None, lease_expires_at=None,
+            ),
+            outbox.message(run_id, outbox.RunFinished(status=status, cost_usd=spent)),
+        ])
         structlog.contextvars.bind_contextvars(step=None, attempt=None)
         log.info("run.finished", status=status)
         return status
 
     async def decide(
         self, run_id: str, step: str, *, action: str, by: str, edited: Any = None, reason: str | None = None
-    ) -> Any:
+    ) -> checkpoints.DecisionOutcome:
         """The one entry point every surface calls to decide a checkpoint (see agents.checkpoints)."""
-        from agents.checkpoints import decide
+        return await checkpoints.decide(
+            self.db, run_id, step, action=action, by=by, now=self.clock(), edited=edited, reason=reason
+        )
 
-        return await decide(self, run_id, step, action=action, by=by, edited=edited, reason=reason)
+    async def pending_step(self, run_ref: str) -> tuple[str, str, Any, WorkflowSpec]:
+        """(run id, step, output, spec) of the checkpoint a run waits at."""
+        return await checkpoints.pending_step(self.db, run_ref)
 
     # --- after a failure --------------------------------------------------------------------------
 
@@ -389,7 +327,7 @@ class Engine:
                 session=session, step_run_id=failed.id, to=StepStatus.PENDING, allowed_from=(StepStatus.FAILED,), error=None,
                 input_override=override,
             )
-            outbox.announce(session, run.id, outbox.RUN_RETRIED, step=failed.step, by=by, edited_input=step_input is not None)
+            await outbox.announce(session, run.id, outbox.RunRetried(step=failed.step, by=by, edited_input=step_input is not None))
         log.info("run.retried", run_id=run.id, step=failed.step, by=by)
         return run.id
 
@@ -405,19 +343,7 @@ class Engine:
                 finished_at=self.clock(), error=f"cancelled by {by}", lease_owner=None, lease_expires_at=None,
             ):
                 raise InvalidState(f"run {run.id} is already {run.status}")
-            outbox.announce(session, run.id, outbox.RUN_FINISHED, status=RunStatus.CANCELLED, by=by, cost_usd=run.cost_usd)
+            await outbox.announce(session, run.id, outbox.RunFinished(status=RunStatus.CANCELLED, by=by, cost_usd=run.cost_usd))
         log.info("run.cancelled", run_id=run.id, by=by)
         return run.id
 
-
-def _attempt_summary(attempt: Any) -> dict[str, Any]:
-    return {
-        "number": attempt.number,
-        "model": attempt.model,
-        "fallback_index": attempt.fallback_index,
-        "at": attempt.started_at.isoformat(),
-        "error_type": attempt.error_type,
-        "error": (attempt.error_message or "")[:500] or None,
-        "backoff_s": attempt.backoff_s,
-        "latency_ms": round(attempt.latency_ms, 1),
-    }

@@ -1,35 +1,227 @@
-"""What the engine announces. Each is written in the transaction of the state change it reports."""
+"""What the engine announces: one frozen dataclass per kind, written and read through the same type.
+
+An announcement is written in the transaction of the state change it reports (`message` for a batch of
+Core writes, `announce` inside an open session), and read back with `read`; no other code builds or
+indexes an outbox payload by hand.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import queries
-
-# The kinds of announcement; the chat side renders each, the CLI prints them.
-RUN_STARTED = "run_started"
-STEP_STARTED = "step_started"
-ATTEMPT_FAILED = "attempt_failed"
-STEP_SUCCEEDED = "step_succeeded"
-CHECKPOINT_WAITING = "checkpoint_waiting"
-CHECKPOINT_DECIDED = "checkpoint_decided"
-CHECKPOINT_REMINDER = "checkpoint_reminder"
-CHECKPOINT_ESCALATED = "checkpoint_escalated"
-STEP_FAILED = "step_failed"
-RUN_RETRIED = "run_retried"
-RUN_FINISHED = "run_finished"
-DIGEST = "digest"
-
-KINDS = (
-    RUN_STARTED, STEP_STARTED, ATTEMPT_FAILED, STEP_SUCCEEDED, CHECKPOINT_WAITING, CHECKPOINT_DECIDED,
-    CHECKPOINT_REMINDER, CHECKPOINT_ESCALATED, STEP_FAILED, RUN_RETRIED, RUN_FINISHED, DIGEST,
-)
+from storage.db import Write, run_writes
 
 
-def announce(session: AsyncSession, run_id: str | None, kind: str, *, stream: str | None = None, **payload: Any) -> None:
-    """Queue an announcement in the caller's transaction."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown announcement kind {kind!r}")
-    queries.add_outbox(session=session, run_id=run_id, kind=kind, payload=payload, stream=stream)
+class UnknownKind(ValueError):
+    """An outbox row of a kind this version does not know (written by a newer one, or by hand)."""
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """Base of every kind; `kind` is the stable name stored in the outbox row."""
+
+    kind: ClassVar[str]
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON stored in the outbox row."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> Self:
+        """Read a stored payload back; keys this version does not know are ignored, missing ones default."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in payload.items() if k in known})
+
+
+@dataclass(frozen=True)
+class RunStarted(Announcement):
+    kind: ClassVar[str] = "run_started"
+    workflow: str
+    started_by: str
+    trigger: str
+    inputs: dict[str, Any]
+    steps: list[str]
+
+
+@dataclass(frozen=True)
+class StepStarted(Announcement):
+    kind: ClassVar[str] = "step_started"
+    step: str
+    step_kind: str
+
+
+@dataclass(frozen=True)
+class AttemptFailed(Announcement):
+    kind: ClassVar[str] = "attempt_failed"
+    step: str
+    attempt: int
+    model: str | None
+    error_type: str | None
+    error: str
+
+
+@dataclass(frozen=True)
+class StepSucceeded(Announcement):
+    kind: ClassVar[str] = "step_succeeded"
+    step: str
+
+
+@dataclass(frozen=True)
+class CheckpointWaiting(Announcement):
+    kind: ClassVar[str] = "checkpoint_waiting"
+    step: str
+    output: Any
+    format: str
+    approvers: list[str]
+
+
+@dataclass(frozen=True)
+class CheckpointDecided(Announcement):
+    kind: ClassVar[str] = "checkpoint_decided"
+    step: str
+    action: str
+    by: str
+    at: str  # ISO time
+    reason: str | None = None
+    chars_changed: int = 0
+    chars_total: int = 0
+
+
+@dataclass(frozen=True)
+class CheckpointReminder(Announcement):
+    kind: ClassVar[str] = "checkpoint_reminder"
+    step: str
+    mention: list[str]
+    waiting_s: float
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointEscalated(Announcement):
+    kind: ClassVar[str] = "checkpoint_escalated"
+    step: str
+    mention: list[str]
+    approvers: list[str]
+    on_timeout: str
+    waiting_s: float
+
+
+@dataclass(frozen=True)
+class AttemptSummary:
+    """One attempt as a failure report lists it."""
+
+    number: int
+    model: str | None
+    at: str  # ISO time
+    error_type: str | None = None
+    error: str | None = None
+    fallback_index: int = 0
+    backoff_s: float | None = None
+    latency_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class StepFailed(Announcement):
+    kind: ClassVar[str] = "step_failed"
+    step: str
+    step_kind: str
+    error: str
+    error_type: str
+    retried: bool
+    input: Any
+    attempts: list[AttemptSummary] = field(default_factory=list)
+    last_raw_output: str | None = None
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON stored in the outbox row (attempts as plain objects)."""
+        return {**super().payload(), "attempts": [dataclasses.asdict(a) for a in self.attempts]}
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> Self:
+        """Read a stored payload back, attempts included."""
+        known = {f.name for f in dataclasses.fields(AttemptSummary)}
+        attempts = [AttemptSummary(**{k: v for k, v in a.items() if k in known}) for a in payload.get("attempts") or []]
+        return dataclasses.replace(super().from_payload({**payload, "attempts": []}), attempts=attempts)
+
+
+@dataclass(frozen=True)
+class RunRetried(Announcement):
+    kind: ClassVar[str] = "run_retried"
+    step: str
+    by: str
+    edited_input: bool = False
+
+
+@dataclass(frozen=True)
+class RunFinished(Announcement):
+    kind: ClassVar[str] = "run_finished"
+    status: str
+    cost_usd: float = 0.0
+    by: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class DigestReady(Announcement):
+    """The daily digest (agents.digest.Digest.to_payload()) for one channel; stored flat."""
+
+    kind: ClassVar[str] = "digest"
+    channel: str
+    report: dict[str, Any]
+
+    def payload(self) -> dict[str, Any]:
+        """The report's fields and the channel, side by side."""
+        return {**self.report, "channel": self.channel}
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> Self:
+        """Split the channel from the report."""
+        report = {k: v for k, v in payload.items() if k != "channel"}
+        return cls(channel=str(payload.get("channel") or ""), report=report)
+
+
+KINDS: dict[str, type[Announcement]] = {
+    cls.kind: cls
+    for cls in (
+        RunStarted, StepStarted, AttemptFailed, StepSucceeded, CheckpointWaiting, CheckpointDecided,
+        CheckpointReminder, CheckpointEscalated, StepFailed, RunRetried, RunFinished, DigestReady,
+    )
+}
+# Kinds that only move the run's parent message (a surface may coalesce consecutive ones).
+PARENT_ONLY = frozenset({StepStarted.kind, AttemptFailed.kind, StepSucceeded.kind})
+
+
+def read(kind: str, payload: Mapping[str, Any]) -> Announcement:
+    """The one way to read an outbox row: its typed announcement, or UnknownKind."""
+    cls = KINDS.get(kind)
+    if cls is None:
+        raise UnknownKind(f"unknown announcement kind {kind!r}")
+    return cls.from_payload(payload)
+
+
+def message(run_id: str | None, *announcements: Announcement, stream: str | None = None) -> Write:
+    """The one way to write announcements: a Core write, in order, for the caller's transaction."""
+    return queries.outbox_write([(run_id, a.kind, a.payload(), stream) for a in announcements])
+
+
+async def announce(session: AsyncSession, run_id: str | None, *announcements: Announcement, stream: str | None = None) -> None:
+    """Write announcements now, in the caller's open transaction (`message` run at once)."""
+    await run_writes(session, [message(run_id, *announcements, stream=stream)])
+
+
+def summaries(attempts: Sequence[Any]) -> list[AttemptSummary]:
+    """Recorded attempts (storage rows) as a failure report lists them."""
+    return [
+        AttemptSummary(
+            number=a.number, model=a.model, fallback_index=a.fallback_index, at=a.started_at.isoformat(),
+            error_type=a.error_type, error=(a.error_message or "")[:500] or None, backoff_s=a.backoff_s,
+            latency_ms=round(a.latency_ms, 1),
+        )
+        for a in attempts
+    ]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 import structlog
-from sqlalchemy import update
 from tenacity import RetryCallState
 
 from agents import model_call, outbox
@@ -16,11 +16,11 @@ from agents.contract import check_output, contract_instructions
 from agents.errors import BadOutput, BudgetExceeded, CallTimeout, StepError
 from agents.retry import retrying
 from agents.spec import ModelStep, ToolStep, WorkflowSpec
+from agents.lease import Lease
 from agents.tools import call_tool
-from storage.models import Attempt, Run, StepRun
-
-if TYPE_CHECKING:
-    from agents.engine import Engine
+from storage import queries
+from storage.db import run_writes
+from storage.models import Attempt
 
 log = structlog.get_logger("overseer.step")
 
@@ -33,7 +33,7 @@ class _StepState:
     number: int
     spent: float
     feedback: list[dict[str, str]] = field(default_factory=list)
-    last_attempt_id: int | None = None
+    last_failed: Attempt | None = None  # the backoff that follows it is recorded on it
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,10 @@ class StepSuccess:
 class StepCaller:
     """Calls a step's model or tool until it succeeds, fails for good, or runs out of attempts."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, lease: Lease, *, delay_scale: float = 1.0, secrets: Mapping[str, str] | None = None) -> None:
+        self.lease = lease
+        self.delay_scale = delay_scale  # tests shrink backoff waits through this, not by patching
+        self.secrets = dict(secrets or {})  # what api_key_env names resolve to
 
     async def call(
         self, run_id: str, spec: WorkflowSpec, step: ModelStep | ToolStep, call_input: Any, *, attempts_so_far: int, spent: float
@@ -91,9 +93,8 @@ class StepCaller:
             log.info("step.retry_scheduled", model=target, retry_num=retry_state.attempt_number, delay_s=round(delay, 3),
                      caused_by=type(retry_state.outcome.exception()).__name__ if retry_state.outcome else None)
 
-        scale = self.engine.settings.delay_scale
         model_attempt = 0
-        async for attempt in retrying(step.retry, scale=scale, before_sleep=before_sleep):
+        async for attempt in retrying(step.retry, scale=self.delay_scale, before_sleep=before_sleep):
             with attempt:
                 model_attempt += 1
                 state.number += 1
@@ -147,7 +148,7 @@ class StepCaller:
         return StepSuccess(output=parsed, attempt=row, spent=state.spent + row.cost_usd)
 
     async def _complete(self, step: ModelStep, target: str, messages: list[dict[str, str]]) -> model_call.ModelResult:
-        api_key = self.engine.settings.secrets.get(step.api_key_env) if step.api_key_env else None
+        api_key = self.secrets.get(step.api_key_env) if step.api_key_env else None
         try:
             # The hard stop: litellm's own timeout does not cover every stage of a call.
             async with asyncio.timeout(step.timeout + 1):
@@ -178,35 +179,32 @@ class StepCaller:
             parsed_output=outcome.parsed if error is None else None,
             error_type=type(error).__name__ if error else None, error_message=str(error) if error else None,
             tokens_in=outcome.tokens_in, tokens_out=outcome.tokens_out, cost_usd=outcome.cost_usd,
-            latency_ms=(time.perf_counter() - started) * 1000, started_at=self.engine.clock(),
+            latency_ms=(time.perf_counter() - started) * 1000, started_at=self.lease.clock(),
         )
 
     async def _record_failure(self, state: _StepState, step: ModelStep | ToolStep, row: Attempt) -> None:
-        engine = self.engine
-        async with engine.db.sessions.begin() as session:
-            await engine.charge(session, state.run_id, row)
-            await session.execute(
-                update(StepRun).where(StepRun.run_id == state.run_id, StepRun.step == step.name)
-                .values(attempts=row.number, cost_usd=StepRun.cost_usd + row.cost_usd)
-                .execution_options(synchronize_session=False)
-            )
-            outbox.announce(session, state.run_id, outbox.ATTEMPT_FAILED, step=step.name, attempt=row.number,
-                            model=row.model, error_type=row.error_type, error=(row.error_message or "")[:500])
-            await session.flush()
-            state.last_attempt_id = row.id
+        """One fenced transaction: the attempt, its cost on the run and the step, and its announcement."""
+        failed = outbox.AttemptFailed(
+            step=step.name, attempt=row.number, model=row.model, error_type=row.error_type,
+            error=(row.error_message or "")[:500],
+        )
+        await self.lease.commit(state.run_id, [
+            self.lease.fence_charge(state.run_id, row, step=step.name),
+            queries.attempt_write(row),
+            queries.attempt_failed_write(run_id=state.run_id, step=step.name, attempt=row),
+            outbox.message(state.run_id, failed),
+        ])
+        state.last_failed = row
         state.spent += row.cost_usd
         log.warning("step.attempt_failed", model=row.model, error_type=row.error_type,
                     error=(row.error_message or "")[:300], latency_ms=round(row.latency_ms, 1))
 
     async def _record_backoff(self, state: _StepState, delay: float) -> None:
-        if state.last_attempt_id is None:
+        row = state.last_failed
+        if row is None:
             return
-        async with self.engine.db.sessions.begin() as session:
-            await session.execute(
-                update(Attempt).where(Attempt.id == state.last_attempt_id).values(backoff_s=delay)
-                .execution_options(synchronize_session=False)
-            )
-
+        async with self.lease.db.sessions.begin() as session:
+            await run_writes(session, [queries.backoff_write(run_id=row.run_id, step=row.step, number=row.number, delay_s=delay)])
 
 def _to_text(value: Any) -> str:
     import json

@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from typing import Any, TextIO
 
-from agents.checkpoints import as_text, pending_step
+from agents.checkpoints import as_text
 from agents.errors import ContractViolation, InvalidState
 from bot.cli_render import progress_line
 from storage import queries
@@ -78,7 +78,7 @@ async def _ask(prompt: str) -> str | None:
 
 async def _checkpoint(engine: Any, run_id: str, *, yes: bool, out: TextIO) -> bool:
     """Decide the waiting checkpoint; False when nobody can answer here (no terminal, no --yes)."""
-    run_id, step, output, spec = await pending_step(engine, run_id)
+    run_id, step, output, spec = await engine.pending_step(run_id)
     print(f"\n── checkpoint: {step} ──\n{as_text(output)}\n", file=out, flush=True)
     if yes:
         await engine.decide(run_id, step, action="approve", by=_user())

@@ -5,9 +5,9 @@ Exactly once across replicas
 A schedule tick is identified by `schedule:{workflow}:{tick in UTC, ISO}` and the digest by
 `digest:{date in the digest's time zone}`: once-only keys in the `claims` table (primary key; the
 first INSERT wins, the others insert nothing). For a schedule, the claim and the new run are written
-in ONE transaction: Engine.start runs inside an outer transaction opened here (its session joins it),
-so either both the claim and the run (with its steps and its run_started announcement) commit, or
-neither does. There is no crash window: a replica that dies before the commit leaves no claim, and the
+in ONE transaction: the engine hands back the writes that start a run (Engine.start_writes) and they
+run here after the claim, so either both the claim and the run (with its steps and its run_started
+announcement) commit, or neither does. There is no crash window: a replica that dies before the commit leaves no claim, and the
 tick is fired by another replica (or by this one when it comes back, within the grace window). The
 digest is computed first (reads only), then its claim and its outbox message are written in one
 transaction, with the same property.
@@ -38,7 +38,6 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from agents import outbox
 from agents.deadlines import check_deadlines
@@ -46,8 +45,8 @@ from agents.digest import compute_digest
 from agents.engine import Engine
 from agents.cron import crontab_trigger
 from agents.spec import WorkflowSpec
-from storage import digest_queries, queries
-from storage.db import Database
+from storage import queries
+from storage.db import Database, run_writes
 from storage.models import utcnow
 
 log = structlog.get_logger("overseer.scheduler")
@@ -162,25 +161,12 @@ class Scheduler:
 
     async def _start_claimed(self, key: str, spec: WorkflowSpec, inputs: dict[str, Any]) -> str | None:
         """Claim `key` and start the run in one transaction; None when another replica had the key."""
-        async with self.db.engine.connect() as conn:
-            outer = await conn.begin()
-            try:
-                # Sessions bound to this connection join its transaction: their commits commit nothing,
-                # a failure rolls everything back. Engine.start runs unchanged on them.
-                joined = async_sessionmaker(bind=conn, expire_on_commit=False, join_transaction_mode="rollback_only")
-                async with joined.begin() as session:
-                    won = await queries.try_claim(session=session, key=key, owner=self.owner)
-                if not won:
-                    await outer.rollback()
-                    return None
-                shadow = Engine(Database(self.db.engine, joined), settings=self.engine.settings, clock=self.engine.clock)
-                run_id = await shadow.start(spec, inputs, started_by="schedule", trigger="schedule")
-                await outer.commit()
-                return run_id
-            except BaseException:
-                if outer.is_active:
-                    await outer.rollback()
-                raise
+        run_id, start = self.engine.start_writes(spec, inputs, started_by="schedule", trigger="schedule")
+        async with self.db.sessions.begin() as session:
+            # The claim goes first and is guarded: a key taken already stops the rest from running.
+            if not await run_writes(session, [queries.claim_write(key=key, owner=self.owner), *start]):
+                return None
+        return run_id
 
     async def fire_digest(self, now: datetime | None = None) -> bool:
         """Announce the digest for the latest digest tick due within the grace window, once per day."""
@@ -197,18 +183,18 @@ class Scheduler:
             if await queries.claim_exists(session=session, key=key):
                 return False
         digest = await compute_digest(self.db, now=tick, days=1, workflows=self.all_workflows)
-        payload = {**digest.to_payload(), "channel": self.digest_channel}
+        ready = outbox.DigestReady(channel=self.digest_channel, report=digest.to_payload())
         async with self.db.sessions.begin() as session:
-            won = await queries.try_claim(session=session, key=key, owner=self.owner)
-            if won:
-                outbox.announce(session, None, outbox.DIGEST, stream="digest", **payload)
+            won = await run_writes(session, [
+                queries.claim_write(key=key, owner=self.owner), outbox.message(None, ready, stream="digest"),
+            ])
         if won:
             log.info("digest.announced", key=key, channel=self.digest_channel, workflows=len(digest.workflows))
         return won
 
     async def check_deadlines(self, now: datetime | None = None) -> list[str]:
         """Remind, escalate and expire checkpoints (agents.deadlines)."""
-        done = await check_deadlines(self.engine, now=now or self.clock())
+        done = await check_deadlines(self.db, now=now or self.clock())
         if done and self.runner is not None:
             self.runner.kick()
         return done

@@ -203,7 +203,7 @@ async def serve(settings: Settings, *, tasks: list[TaskFactory] | None = None) -
 async def release_dead_leases(db: Database) -> list[str]:
     """Free the leases of processes on this host that died (kill -9, crash): their runs go on now,
     not when the lease lapses. Other hosts' leases lapse on their own."""
-    from agents.engine import owner_process
+    from agents.lease import owner_process
 
     released = []
     async with db.sessions.begin() as session:

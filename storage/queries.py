@@ -7,9 +7,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Write
+from storage.db import run_writes as _run_writes
 from storage.models import Attempt, Claim, Decision, Event, OutboxMessage, Run, StepRun, utcnow
 from storage.status import RUNNABLE, STARTABLE_STEP, RunStatus, StepStatus
 
@@ -111,16 +113,15 @@ async def runnable_run_ids(*, session: AsyncSession, now: datetime, limit: int) 
     return list((await session.scalars(query)).all())
 
 
-async def fence_run(*, session: AsyncSession, run_id: str, owner: str, now: datetime, **values: Any) -> bool:
-    """Update a run only while `owner` holds its lease and it is still runnable: every driver write goes
-    through here, so a process that lost its lease (or a cancelled run) changes nothing."""
-    result = await session.execute(
+def fence_write(*, run_id: str, owner: str, now: datetime, **values: Any) -> Write:
+    """Update a run only while `owner` holds its lease and it is still runnable (guarded): every driver
+    write starts with a fence, so a process that lost its lease (or a cancelled run) changes nothing."""
+    stmt = (
         update(Run)
         .where(Run.id == run_id, Run.lease_owner == owner, Run.status.in_(RUNNABLE))
         .values(updated_at=now, **values)
-        .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return (stmt, {}, True)
 
 
 async def renew_lease(*, session: AsyncSession, run_id: str, owner: str, now: datetime, lease_s: float) -> bool:
@@ -159,7 +160,7 @@ _RUNNABLE = or_(*(_RUNS.c.status == status for status in RUNNABLE))
 
 
 def _fenced(**values: Any) -> Any:
-    """UPDATE runs SET values WHERE this owner holds the lease and the run is runnable (see fence_run)."""
+    """UPDATE runs SET values WHERE this owner holds the lease and the run is runnable (see fence_write)."""
     return (
         update(_RUNS)
         .where(_RUNS.c.id == bindparam("p_run"), _RUNS.c.lease_owner == bindparam("p_owner"), _RUNNABLE)
@@ -215,7 +216,7 @@ _INSERT_ATTEMPT = insert(Attempt.__table__)
 _INSERT_OUTBOX = insert(OutboxMessage.__table__)
 
 
-def run_writes(values: dict[str, Any], steps: Sequence[str]) -> list[Write]:
+def new_run_writes(values: dict[str, Any], steps: Sequence[str]) -> list[Write]:
     """Insert a run and its pending steps (one statement for all the steps)."""
     rows = [{"run_id": values["id"], "step": step, "position": i, "status": StepStatus.PENDING} for i, step in enumerate(steps)]
     return [(_INSERT_RUN, values, False), (_INSERT_STEPS, rows, False)]
@@ -239,14 +240,14 @@ async def step_rows(*, session: AsyncSession, run_id: str) -> Sequence[Row[Any]]
 
 
 def fence_step_write(*, run_id: str, owner: str, now: datetime, step: str) -> Write:
-    """fence_run setting the run's current step (guarded: no row, no lease)."""
+    """fence_write setting the run's current step (guarded: no row, no lease)."""
     return (_FENCE_STEP, {"p_run": run_id, "p_owner": owner, "p_now": now, "p_step": step}, True)
 
 
 def fence_charge_write(
     *, run_id: str, owner: str, now: datetime, attempt: Attempt, step: str | None = None, status: str | None = None
 ) -> Write:
-    """fence_run adding an attempt's tokens and cost to the run, and then either moving it on to `step`,
+    """fence_write adding an attempt's tokens and cost to the run, and then either moving it on to `step`,
     or (with `status`) parking it (awaiting_approval) or ending it: both give the lease up."""
     params = {
         "p_run": run_id, "p_owner": owner, "p_now": now, "p_tokens_in": attempt.tokens_in,
@@ -275,29 +276,47 @@ def attempt_write(attempt: Attempt) -> Write:
     return (_INSERT_ATTEMPT, {key: getattr(attempt, key) for key in _ATTEMPT_COLUMNS}, False)
 
 
-def outbox_write(messages: Sequence[tuple[str | None, str, dict[str, Any]]]) -> Write:
-    """Insert (run_id, kind, payload) announcements in this order: one stream per run, as add_outbox.
-    Not mixed with add_outbox in one transaction: its rows are flushed at commit and would come after."""
+def attempt_failed_write(*, run_id: str, step: str, attempt: Attempt) -> Write:
+    """Count a failed attempt on its step: the attempts so far and their cost."""
+    stmt = (
+        update(StepRun)
+        .where(StepRun.run_id == run_id, StepRun.step == step)
+        .values(attempts=attempt.number, cost_usd=StepRun.cost_usd + attempt.cost_usd)
+    )
+    return (stmt, {}, False)
+
+
+def backoff_write(*, run_id: str, step: str, number: int, delay_s: float) -> Write:
+    """Record the wait that followed an attempt."""
+    stmt = update(Attempt).where(Attempt.run_id == run_id, Attempt.step == step, Attempt.number == number).values(backoff_s=delay_s)
+    return (stmt, {}, False)
+
+
+def mark_waiting_once_write(*, step_run_id: int, column: str, now: datetime) -> Write:
+    """Set a waiting checkpoint's reminded_at or escalated_at, only the first time (guarded: of racing
+    checkers one writes, the others change nothing)."""
+    col = getattr(StepRun, column)
+    stmt = (
+        update(StepRun)
+        .where(StepRun.id == step_run_id, col.is_(None), StepRun.status == StepStatus.AWAITING_APPROVAL)
+        .values({column: now})
+    )
+    return (stmt, {}, True)
+
+
+def outbox_write(messages: Sequence[tuple[str | None, str, dict[str, Any], str | None]]) -> Write:
+    """Insert (run_id, kind, payload, stream) announcements in this order; a run's messages form one
+    ordered stream (stream None: the run's, or the kind's for messages of no run). agents.outbox is the
+    only caller: it types every payload."""
     now = utcnow()
     rows = [
-        {"run_id": run_id, "stream": run_id or kind, "kind": kind, "payload": payload, "created_at": now}
-        for run_id, kind, payload in messages
+        {"run_id": run_id, "stream": stream or run_id or kind, "kind": kind, "payload": payload, "created_at": now}
+        for run_id, kind, payload, stream in messages
     ]
     return (_INSERT_OUTBOX, rows, False)
 
 
 # --- the outbox ----------------------------------------------------------------------------------
-
-
-def add_outbox(
-    *, session: AsyncSession, run_id: str | None, kind: str, payload: dict[str, Any], stream: str | None = None
-) -> OutboxMessage:
-    """Queue an announcement in the caller's transaction; a run's messages form one ordered stream."""
-    message = OutboxMessage(
-        run_id=run_id, stream=stream or run_id or kind, kind=kind, payload=payload, created_at=utcnow()
-    )
-    session.add(message)
-    return message
 
 
 async def pending_outbox(*, session: AsyncSession, now: datetime, limit: int = 50) -> Sequence[OutboxMessage]:
@@ -352,20 +371,18 @@ async def mark_outbox_done(*, session: AsyncSession, message_ids: Sequence[int],
 # --- once-only keys and events -------------------------------------------------------------------
 
 
+# PostgreSQL's INSERT ... ON CONFLICT DO NOTHING compiles to the same SQL on SQLite.
+_CLAIM_ONCE = pg_insert(Claim.__table__).on_conflict_do_nothing()
+
+
+def claim_write(*, key: str, owner: str) -> Write:
+    """Insert a once-only key (guarded: only the first caller ever inserts a row)."""
+    return (_CLAIM_ONCE, {"key": key, "owner": owner, "at": utcnow()}, True)
+
+
 async def try_claim(*, session: AsyncSession, key: str, owner: str) -> bool:
     """Insert a once-only key; True if this caller is the first ever to do so."""
-    if await session.get(Claim, key) is not None:
-        return False
-    if session.bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        stmt = pg_insert(Claim).values(key=key, owner=owner, at=utcnow()).on_conflict_do_nothing()
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        stmt = sqlite_insert(Claim).values(key=key, owner=owner, at=utcnow()).on_conflict_do_nothing()
-    result = await session.execute(stmt)
-    return result.rowcount == 1
+    return await _run_writes(session, [claim_write(key=key, owner=owner)])
 
 
 def add_event(

@@ -23,7 +23,7 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from agents import outbox
-from agents.engine import default_owner
+from agents.lease import default_owner
 from bot.slack import blocks as bk
 from storage import queries
 from storage.db import Database
@@ -40,7 +40,7 @@ TRANSIENT_ERRORS = frozenset({
 # Slack errors about the message's content: fall back to plain text, never retry as is.
 CONTENT_ERRORS = frozenset({"invalid_blocks", "msg_too_long", "invalid_blocks_format", "invalid_attachments", "no_text"})
 # Kinds that only move the parent message: consecutive ones are coalesced into one chat.update.
-PARENT_ONLY = frozenset({outbox.STEP_STARTED, outbox.ATTEMPT_FAILED, outbox.STEP_SUCCEEDED})
+PARENT_ONLY = frozenset({outbox.StepStarted.kind, outbox.AttemptFailed.kind, outbox.StepSucceeded.kind})
 _GONE = frozenset({"message_not_found", "cant_update_message", "channel_not_found", "is_archived", "not_in_channel"})
 
 
@@ -104,18 +104,18 @@ class Dispatcher:
         self._stopping = False
         self._tick_lock = asyncio.Lock()  # one tick at a time per dispatcher (the loop, or drain)
         self._handlers: dict[str, Callable[[OutboxMessage, list[str]], Awaitable[None]]] = {
-            outbox.RUN_STARTED: self._on_parent,
-            outbox.STEP_STARTED: self._on_parent,
-            outbox.ATTEMPT_FAILED: self._on_parent,
-            outbox.STEP_SUCCEEDED: self._on_parent,
-            outbox.CHECKPOINT_WAITING: self._on_checkpoint_waiting,
-            outbox.CHECKPOINT_DECIDED: self._on_checkpoint_decided,
-            outbox.CHECKPOINT_REMINDER: self._on_reminder,
-            outbox.CHECKPOINT_ESCALATED: self._on_reminder,
-            outbox.STEP_FAILED: self._on_step_failed,
-            outbox.RUN_RETRIED: self._on_run_retried,
-            outbox.RUN_FINISHED: self._on_run_finished,
-            outbox.DIGEST: self._on_digest,
+            outbox.RunStarted.kind: self._on_parent,
+            outbox.StepStarted.kind: self._on_parent,
+            outbox.AttemptFailed.kind: self._on_parent,
+            outbox.StepSucceeded.kind: self._on_parent,
+            outbox.CheckpointWaiting.kind: self._on_checkpoint_waiting,
+            outbox.CheckpointDecided.kind: self._on_checkpoint_decided,
+            outbox.CheckpointReminder.kind: self._on_reminder,
+            outbox.CheckpointEscalated.kind: self._on_reminder,
+            outbox.StepFailed.kind: self._on_step_failed,
+            outbox.RunRetried.kind: self._on_run_retried,
+            outbox.RunFinished.kind: self._on_run_finished,
+            outbox.DigestReady.kind: self._on_digest,
         }
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -417,7 +417,7 @@ class Dispatcher:
         payload = message.payload
         step = bk.escape_mrkdwn(payload.get("step"))
         who = bk.mentions(payload.get("mention") or []) or "an approver"
-        if message.kind == outbox.CHECKPOINT_ESCALATED:
+        if message.kind == outbox.CheckpointEscalated.kind:
             on_timeout = payload.get("on_timeout")
             text = f"⚠ Checkpoint `{step}` has waited too long: {who}, please decide."
             if on_timeout:

@@ -12,20 +12,20 @@ from agents import outbox
 from bot.slack.app import build_client
 from bot.slack.dispatcher import Dispatcher
 from storage.db import Database
-from storage.models import utcnow
+from storage.models import OutboxMessage, utcnow
 from tests.bot.conftest import CHANNEL, TOKEN, StartBot, dispatcher_settings, flow, text_of
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.fakes.fake_slack import FakeSlack
 
 
-async def announce(db: Database, run_id: str | None, kind: str, **payload: object) -> None:
+async def announce(db: Database, run_id: str | None, announcement: outbox.Announcement, stream: str | None = None) -> None:
     async with db.sessions.begin() as session:
-        outbox.announce(session, run_id, kind, **payload)
+        await outbox.announce(session, run_id, announcement, stream=stream)
 
 
 async def test_two_replicas_never_post_the_same_message_twice(db: Database, fake_slack: FakeSlack) -> None:
     for i in range(6):
-        await announce(db, None, outbox.CHECKPOINT_REMINDER, stream=f"s{i}", step="x", mention=["U0A"])  # no run: nothing to post
+        await announce(db, None, outbox.CheckpointReminder(step="x", mention=["U0A"], waiting_s=0), stream=f"s{i}")  # no run: nothing to post
     client = build_client(TOKEN, base_url=fake_slack.api_url, retry_interval=0.01)
     replicas = [Dispatcher(db, client, settings=dispatcher_settings(owner=f"replica-{i}")) for i in range(3)]
     claimed = await asyncio.gather(*(r.tick() for r in replicas))
@@ -77,7 +77,8 @@ async def test_unknown_kinds_are_marked_delivered_with_a_note(db: Database, fake
     async with db.sessions.begin() as session:
         from storage import queries
 
-        queries.add_outbox(session=session, run_id=None, kind="from_the_future", payload={})
+        # Written by hand: agents.outbox refuses to write a kind it does not know.
+        session.add(OutboxMessage(run_id=None, stream="future", kind="from_the_future", payload={}, created_at=utcnow()))
     dispatcher = Dispatcher(db, build_client(TOKEN, base_url=fake_slack.api_url), settings=dispatcher_settings())
     await dispatcher.drain()
     async with db.sessions() as session:
@@ -92,7 +93,7 @@ async def test_a_digest_announcement_is_posted_to_its_channel(db: Database, fake
     from agents.digest import compute_digest
 
     digest = await compute_digest(db, now=utcnow(), days=1, workflows=["writer"])
-    await announce(db, None, outbox.DIGEST, stream="digest", **{**digest.to_payload(), "channel": "C0DIGEST"})
+    await announce(db, None, outbox.DigestReady(channel="C0DIGEST", report=digest.to_payload()), stream="digest")
     dispatcher = Dispatcher(db, build_client(TOKEN, base_url=fake_slack.api_url), settings=dispatcher_settings())
     await dispatcher.drain()
     [posted] = fake_slack.posted("C0DIGEST")
@@ -107,8 +108,10 @@ async def test_reminders_and_escalations_mention_the_people_in_the_thread(start_
     await bot.command("run writer")
     await bot.idle()
     run = await bot.only_run()
-    await announce(bot.db, run.id, outbox.CHECKPOINT_REMINDER, step="draft", mention=["U0BOSS"])
-    await announce(bot.db, run.id, outbox.CHECKPOINT_ESCALATED, step="draft", mention=["S0LEADS"], on_timeout="reject")
+    await announce(bot.db, run.id, outbox.CheckpointReminder(step="draft", mention=["U0BOSS"], waiting_s=0))
+    await announce(bot.db, run.id, outbox.CheckpointEscalated(
+        step="draft", mention=["S0LEADS"], approvers=["U0BOSS"], on_timeout="reject", waiting_s=0,
+    ))
     bot.services.dispatcher.kick()
     await bot.idle()
     notes = [text_of(m) for m in bot.thread(run)][1:]

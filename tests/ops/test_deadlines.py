@@ -44,9 +44,9 @@ async def test_approvers_are_reminded_once_after_remind_after(db) -> None:  # ty
     clock = Clock()
     engine = clocked_engine(db, clock)
     run_id = await waiting_run(engine, spec_with(DEADLINES))
-    assert await check_deadlines(engine, now=clock.advance(hours=1, minutes=59)) == []
-    assert await check_deadlines(engine, now=clock.advance(minutes=1)) == [f"reminded {run_id}/draft"]
-    assert await check_deadlines(engine, now=clock.advance(minutes=30)) == []
+    assert await check_deadlines(engine.db, now=clock.advance(hours=1, minutes=59)) == []
+    assert await check_deadlines(engine.db, now=clock.advance(minutes=1)) == [f"reminded {run_id}/draft"]
+    assert await check_deadlines(engine.db, now=clock.advance(minutes=30)) == []
     reminders = [p for k, p in await announcements(engine, run_id) if k == "checkpoint_reminder"]
     assert reminders == [{"step": "draft", "mention": ["U0ALICE"], "waiting_s": 7200.0, "timeout_s": 14400.0}]
     async with db.sessions() as session:
@@ -58,11 +58,11 @@ async def test_at_the_timeout_the_run_is_escalated_and_ends_expired_not_rejected
     clock = Clock()
     engine = clocked_engine(db, clock)
     run_id = await waiting_run(engine, spec_with(DEADLINES))
-    await check_deadlines(engine, now=clock.advance(hours=2))
-    done = await check_deadlines(engine, now=clock.advance(hours=2))
+    await check_deadlines(engine.db, now=clock.advance(hours=2))
+    done = await check_deadlines(engine.db, now=clock.advance(hours=2))
     assert done == [f"escalated {run_id}/draft (reject)", f"expired {run_id}/draft"]
     assert await engine.status(run_id) == "expired"
-    assert await check_deadlines(engine, now=clock.advance(hours=1)) == []
+    assert await check_deadlines(engine.db, now=clock.advance(hours=1)) == []
     kinds = await announcements(engine, run_id)
     assert [k for k, _ in kinds][-4:] == ["checkpoint_reminder", "checkpoint_escalated", "checkpoint_decided", "run_finished"]
     escalation = dict(kinds)["checkpoint_escalated"]
@@ -80,9 +80,9 @@ async def test_with_hold_the_escalation_is_recorded_and_the_checkpoint_keeps_wai
     clock = Clock()
     engine = clocked_engine(db, clock)
     run_id = await waiting_run(engine, spec_with({**DEADLINES, "on_timeout": "hold"}))
-    done = await check_deadlines(engine, now=clock.advance(hours=5))
+    done = await check_deadlines(engine.db, now=clock.advance(hours=5))
     assert done == [f"escalated {run_id}/draft (hold)"]  # the overdue reminder is folded into the escalation
-    assert await check_deadlines(engine, now=clock.advance(hours=5)) == []
+    assert await check_deadlines(engine.db, now=clock.advance(hours=5)) == []
     assert await engine.status(run_id) == "awaiting_approval"
     kinds = [k for k, _ in await announcements(engine, run_id)]
     assert kinds.count("checkpoint_escalated") == 1 and "checkpoint_reminder" not in kinds
@@ -97,7 +97,7 @@ async def test_a_plain_checkpoint_has_no_deadlines(db) -> None:  # type: ignore[
     clock = Clock()
     engine = clocked_engine(db, clock)
     run_id = await waiting_run(engine, spec_with(True))
-    assert await check_deadlines(engine, now=clock.advance(days=30)) == []
+    assert await check_deadlines(engine.db, now=clock.advance(days=30)) == []
     assert await engine.status(run_id) == "awaiting_approval"
 
 
@@ -106,7 +106,7 @@ async def test_a_decided_checkpoint_is_left_alone(db) -> None:  # type: ignore[n
     engine = clocked_engine(db, clock)
     run_id = await waiting_run(engine, spec_with(DEADLINES))
     await engine.decide(run_id, "draft", action="reject", by="U0ALICE")
-    assert await check_deadlines(engine, now=clock.advance(hours=5)) == []
+    assert await check_deadlines(engine.db, now=clock.advance(hours=5)) == []
     assert await engine.status(run_id) == "rejected"
 
 
@@ -117,10 +117,10 @@ async def test_two_checkers_at_once_remind_once_and_expire_once(db_url: str) -> 
         a, b = clocked_engine(first, clock, "replica-a"), clocked_engine(second, clock, "replica-b")
         runs = [await waiting_run(a, spec_with(DEADLINES)) for _ in range(3)]
         now = clock.advance(hours=2)
-        done = await asyncio.gather(*(check_deadlines(e, now=now) for e in (a, b, a, b)))
+        done = await asyncio.gather(*(check_deadlines(e.db, now=now) for e in (a, b, a, b)))
         assert sorted(x for d in done for x in d) == sorted(f"reminded {r}/draft" for r in runs)
         now = clock.advance(hours=2)
-        done = await asyncio.gather(*(check_deadlines(e, now=now) for e in (a, b, a, b)))
+        done = await asyncio.gather(*(check_deadlines(e.db, now=now) for e in (a, b, a, b)))
         flat = [x for d in done for x in d]
         assert sorted(x for x in flat if x.startswith("expired")) == sorted(f"expired {r}/draft" for r in runs)
         assert len([x for x in flat if x.startswith("escalated")]) == 3

@@ -42,10 +42,10 @@ async def test_run_writes_stops_at_a_failed_guard_and_the_rollback_undoes_it(sql
     values = {"id": "r1", "workflow": "w", "inputs": {}, "spec": {}, "started_by": "t", "trigger": "cli",
               "status": "queued", "channel": None, "created_at": now, "updated_at": now}
     async with sqlite_db.sessions.begin() as session:
-        assert await run_writes(session, queries.run_writes(values, ["a", "b"]))
+        assert await run_writes(session, queries.new_run_writes(values, ["a", "b"]))
     async with sqlite_db.sessions() as session:
         fence = queries.fence_step_write(run_id="r1", owner="nobody", now=now, step="a")
-        message = queries.outbox_write([("r1", "step_started", {"step": "a"})])
+        message = queries.outbox_write([("r1", "step_started", {"step": "a"}, None)])
         assert not await run_writes(session, [message, fence, message])
         await session.rollback()
     async with sqlite_db.sessions() as session:
