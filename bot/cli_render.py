@@ -6,6 +6,7 @@ import json
 from datetime import datetime
 from typing import Any, TextIO
 
+from agents import outbox
 from storage.models import Attempt, Decision, OutboxMessage, Run, StepRun
 
 STEP_MARKS = {
@@ -109,32 +110,39 @@ def print_run(run: Run, steps: list[StepRun], attempts: list[Attempt], decisions
 
 def progress_line(message: OutboxMessage) -> str | None:
     """One line of live progress for an announcement, or None for ones not worth a line."""
-    p = message.payload
-    kind = message.kind
-    if kind == "run_started":
-        return f"run {message.run_id} · {p.get('workflow')} · started by {p.get('started_by')}"
-    if kind == "step_started":
-        return f"  ⟳ {p['step']} …"
-    if kind == "attempt_failed":
-        return f"  ✗ {p['step']} attempt {p['attempt']} ({p.get('model')}): {p['error_type']}: {p['error'][:200]}"
-    if kind == "step_succeeded":
-        return f"  ✓ {p['step']}"
-    if kind == "checkpoint_waiting":
-        return f"  ⏸ {p['step']} waits for approval"
-    if kind == "checkpoint_decided":
-        reason = f": {p['reason']}" if p.get("reason") else ""
-        return f"  → {p['step']}: {p['action']} by {p['by']}{reason}"
-    if kind == "step_failed":
-        lines = [f"  ✗ {p['step']} failed: {p['error']}"]
-        if p.get("input") is not None:
-            text = p["input"] if isinstance(p["input"], str) else json.dumps(p["input"], ensure_ascii=False, indent=2)
-            lines.append("    the step's input was:")
-            lines.extend(f"      {line}" for line in text.splitlines()[:40])
-        return "\n".join(lines)
-    if kind == "run_retried":
-        return f"  ↻ retrying from {p['step']} (by {p['by']})"
-    if kind == "run_finished":
-        return f"run {message.run_id} {p['status']} · ${p.get('cost_usd') or 0:.4f}"
-    if kind in ("checkpoint_reminder", "checkpoint_escalated"):
-        return f"  ! {p['step']}: {kind.replace('_', ' ')}"
+    try:
+        a = outbox.read(message.kind, message.payload)
+    except outbox.UnknownKind:
+        return None
+    match a:
+        case outbox.RunStarted():
+            return f"run {message.run_id} · {a.workflow} · started by {a.started_by}"
+        case outbox.StepStarted():
+            return f"  ⟳ {a.step} …"
+        case outbox.AttemptFailed():
+            return f"  ✗ {a.step} attempt {a.attempt} ({a.model}): {a.error_type}: {a.error[:200]}"
+        case outbox.StepSucceeded():
+            return f"  ✓ {a.step}"
+        case outbox.CheckpointWaiting():
+            return f"  ⏸ {a.step} waits for approval"
+        case outbox.CheckpointDecided():
+            reason = f": {a.reason}" if a.reason else ""
+            return f"  → {a.step}: {a.action} by {a.by}{reason}"
+        case outbox.StepFailed():
+            return _failure_lines(a)
+        case outbox.RunRetried():
+            return f"  ↻ retrying from {a.step} (by {a.by})"
+        case outbox.RunFinished():
+            return f"run {message.run_id} {a.status} · ${a.cost_usd or 0:.4f}"
+        case outbox.CheckpointReminder() | outbox.CheckpointEscalated():
+            return f"  ! {a.step}: {a.kind.replace('_', ' ')}"
     return None
+
+
+def _failure_lines(failed: outbox.StepFailed) -> str:
+    lines = [f"  ✗ {failed.step} failed: {failed.error}"]
+    if failed.input is not None:
+        text = failed.input if isinstance(failed.input, str) else json.dumps(failed.input, ensure_ascii=False, indent=2)
+        lines.append("    the step's input was:")
+        lines.extend(f"      {line}" for line in text.splitlines()[:40])
+    return "\n".join(lines)

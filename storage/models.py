@@ -223,16 +223,6 @@ class Claim(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Replica(Base):
-    """A serving process and when it last said it was alive."""
-
-    __tablename__ = "replicas"
-
-    id: Mapped[str] = mapped_column(String(100), primary_key=True)
-    started_at: Mapped[datetime] = mapped_column(default=utcnow)
-    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
 class ChatMessage(Base):
     """A message the chat side posted for a run (its parent, a checkpoint, a failure report), by key."""
 
@@ -244,5 +234,6 @@ class ChatMessage(Base):
     channel: Mapped[str] = mapped_column(String(64))
     ts: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    outbox_id: Mapped[int | None] = mapped_column(Integer)  # the announcement it was posted for, if one
 
     __table_args__ = (UniqueConstraint("run_id", "key"),)

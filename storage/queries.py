@@ -424,11 +424,13 @@ async def get_chat_message(*, session: AsyncSession, run_id: str | None, key: st
     return await session.scalar(select(ChatMessage).where(ChatMessage.run_id == run_id, ChatMessage.key == key))
 
 
-async def put_chat_message(*, session: AsyncSession, run_id: str | None, key: str, channel: str, ts: str) -> None:
-    """Remember (or move) the message posted for (run, key)."""
+async def put_chat_message(
+    *, session: AsyncSession, run_id: str | None, key: str, channel: str, ts: str, outbox_id: int | None = None
+) -> None:
+    """Remember (or move) the message posted for (run, key), and the announcement it was posted for."""
     found = await get_chat_message(session=session, run_id=run_id, key=key)
     if found is None:
-        session.add(ChatMessage(run_id=run_id, key=key, channel=channel, ts=ts, created_at=utcnow()))
+        session.add(ChatMessage(run_id=run_id, key=key, channel=channel, ts=ts, created_at=utcnow(), outbox_id=outbox_id))
     else:
         found.channel, found.ts = channel, ts
 

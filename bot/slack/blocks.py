@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
+from agents.outbox import RunFinished, StepFailed
 from storage.status import FINISHED_RUN, RunStatus, StepStatus
 
 # --- Slack's limits (shared/slack-facts.md) ----------------------------------------------------
@@ -352,36 +353,36 @@ def decided_message(step: str, output: Any, *, action: str, by: str, at: str | N
 # --- failures ------------------------------------------------------------------------------------
 
 
-def failure_report(run_id: str, payload: Mapping[str, Any], people: Sequence[str]) -> tuple[str, list[dict[str, Any]], dict[str, bool]]:
+def failure_report(run_id: str, failed: StepFailed, people: Sequence[str]) -> tuple[str, list[dict[str, Any]], dict[str, bool]]:
     """(text, blocks, which parts were cut): the step, the error, every attempt, the input, and buttons."""
-    step = str(payload.get("step", "?"))
-    error = escape_mrkdwn(cut(str(payload.get("error") or "unknown error"), 1500))
-    kind = escape_mrkdwn(payload.get("error_type") or "error")
+    step = failed.step
+    error = escape_mrkdwn(cut(failed.error or "unknown error", 1500))
+    kind = escape_mrkdwn(failed.error_type or "error")
     who = mentions(people)
     blocks = [section(f"✗ *Step `{escape_mrkdwn(step)}` failed* ({kind}): {error}")]
     if who:
         blocks.append(section(f"{who}: this run needs a person."))
     lines = []
-    for attempt in payload.get("attempts") or []:
-        line = f"#{attempt.get('number')} {when(attempt.get('at'))}"
-        if attempt.get("model"):
-            line += f" · {escape_mrkdwn(attempt['model'])}"
-        if attempt.get("error"):
-            line += f" · {escape_mrkdwn(attempt.get('error_type') or 'error')}: {escape_mrkdwn(cut(str(attempt['error']), 300))}"
+    for attempt in failed.attempts:
+        line = f"#{attempt.number} {when(attempt.at)}"
+        if attempt.model:
+            line += f" · {escape_mrkdwn(attempt.model)}"
+        if attempt.error:
+            line += f" · {escape_mrkdwn(attempt.error_type or 'error')}: {escape_mrkdwn(cut(attempt.error, 300))}"
         else:
             line += " · ok"
-        if attempt.get("backoff_s") is not None:
-            line += f" · then waited {seconds(attempt['backoff_s'])}"
+        if attempt.backoff_s is not None:
+            line += f" · then waited {seconds(attempt.backoff_s)}"
         lines.append(line)
     if lines:
         blocks.extend(sections(lines, title=f"*Attempts ({len(lines)})*")[:10])
     else:
         blocks.append(section("*Attempts:* none (the step failed before calling anything)"))
-    input_text, input_cut = code_block(payload.get("input"), SECTION_TEXT - 300)
+    input_text, input_cut = code_block(failed.input, SECTION_TEXT - 300)
     blocks.append(section(f"*Input*\n{input_text}"))
     raw_cut = False
-    if payload.get("last_raw_output"):
-        raw_text, raw_cut = code_block(payload["last_raw_output"], SECTION_TEXT - 300)
+    if failed.last_raw_output:
+        raw_text, raw_cut = code_block(failed.last_raw_output, SECTION_TEXT - 300)
         blocks.append(section(f"*Last raw output*\n{raw_text}"))
     value = value_of(run_id, step)
     blocks.append(
@@ -399,13 +400,13 @@ def failure_report(run_id: str, payload: Mapping[str, Any], people: Sequence[str
     return message_text(text), limit_blocks(blocks), {"input": input_cut, "raw": raw_cut}
 
 
-def failure_plain(payload: Mapping[str, Any], people: Sequence[str]) -> str:
+def failure_plain(failed: StepFailed, people: Sequence[str]) -> str:
     """Plain-text fallback of a failure report."""
     who = mentions(people)
-    lines = [f"{who + ': ' if who else ''}step {escape_mrkdwn(payload.get('step'))} failed: {escape_mrkdwn(payload.get('error'))}"]
-    for attempt in payload.get("attempts") or []:
-        lines.append(f"#{attempt.get('number')} {when(attempt.get('at'))} {escape_mrkdwn(attempt.get('error') or 'ok')}")
-    lines.append("Input:\n" + escape_mrkdwn(cut(as_text(payload.get("input")), 20000)))
+    lines = [f"{who + ': ' if who else ''}step {escape_mrkdwn(failed.step)} failed: {escape_mrkdwn(failed.error)}"]
+    for attempt in failed.attempts:
+        lines.append(f"#{attempt.number} {when(attempt.at)} {escape_mrkdwn(attempt.error or 'ok')}")
+    lines.append("Input:\n" + escape_mrkdwn(cut(as_text(failed.input), 20000)))
     lines.append("Use `/overseer retry RUN` or `/overseer cancel RUN`.")
     return message_text("\n".join(lines))
 
@@ -424,16 +425,17 @@ def note(text: str) -> tuple[str, list[dict[str, Any]]]:
     return message_text(text), [section(text)]
 
 
-def finished_note(payload: Mapping[str, Any], run: Any | None) -> str:
-    status = str(payload.get("status", "?"))
+def finished_note(finished: RunFinished, run: Any | None) -> str:
+    """The thread's last line: how the run ended, by whom, how long it took and what it cost."""
+    status = finished.status
     line = f"{_RUN_STATE.get(status, escape_mrkdwn(status))}"
-    if payload.get("by"):
-        line += f" by {mention(payload['by'])}"
-    if payload.get("reason"):
-        line += f": {escape_mrkdwn(cut(str(payload['reason']), 2000))}"
+    if finished.by:
+        line += f" by {mention(finished.by)}"
+    if finished.reason:
+        line += f": {escape_mrkdwn(cut(finished.reason, 2000))}"
     if run is not None and run.started_at and run.finished_at:
         line += f" · took {seconds((run.finished_at - run.started_at).total_seconds())}"
-    line += f" · cost {money(payload.get('cost_usd'))}"
+    line += f" · cost {money(finished.cost_usd)}"
     return "Run " + line
 
 

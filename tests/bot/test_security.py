@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from agents import outbox
 from bot.slack import blocks as bk
 from tests.bot.conftest import BOSS, CHANNEL, SECRET, StartBot, flow, text_of
 from tests.fakes.fake_model import FakeModel, Reply
@@ -91,8 +92,12 @@ def test_block_builders_respect_slacks_limits_by_construction() -> None:
     huge = "<@U1> & " * 5000
     text, blocks, was_cut = bk.checkpoint_message("r" * 12, "s" * 200, huge, ["U0BOSS"])
     assert was_cut and blocks_problems(blocks, 50) == []
-    report = {"step": "s", "error": huge, "input": {"prompt": huge}, "last_raw_output": huge,
-              "attempts": [{"number": i, "at": "2026-01-01T00:00:00+00:00", "error": huge, "backoff_s": 1.0} for i in range(200)]}
+    report = outbox.StepFailed.from_payload({
+        "step": "s", "step_kind": "model", "error_type": "TransientError", "retried": True, "error": huge,
+        "input": {"prompt": huge}, "last_raw_output": huge,
+        "attempts": [{"number": i, "model": None, "at": "2026-01-01T00:00:00+00:00", "error": huge, "backoff_s": 1.0}
+                     for i in range(200)],
+    })
     _, blocks, cut = bk.failure_report("run", report, ["U0A", "S0B"])
     assert blocks_problems(blocks, 50) == [] and cut == {"input": True, "raw": True}
     assert "<@U1>" not in str(blocks)

@@ -1,0 +1,159 @@
+"""Slack calls for the outbox: post, update and attach, each at most once per key, with a plain-text
+fallback for content Slack refuses. What each call says is decided elsewhere (announcements.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+from slack_sdk.errors import SlackApiError, SlackRequestError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.slack import blocks as bk
+from storage import queries
+from storage.db import Database
+
+log = structlog.get_logger("overseer.slack.poster")
+
+# Slack errors that say "not now" rather than "never": the message waits and is tried again.
+AWAY_ERRORS = frozenset({
+    "ratelimited", "rate_limited", "fatal_error", "internal_error", "service_unavailable", "request_timeout",
+    "invalid_auth", "not_authed", "token_revoked", "account_inactive", "team_is_restricted",
+})
+# Slack errors about the message's content: fall back to plain text, never retry as is.
+CONTENT_ERRORS = frozenset({"invalid_blocks", "msg_too_long", "invalid_blocks_format", "invalid_attachments", "no_text"})
+# The message to update is no longer there.
+GONE_ERRORS = frozenset({"message_not_found", "cant_update_message", "channel_not_found", "is_archived", "not_in_channel"})
+FALLBACK_TEXT = 3900
+
+
+class Undeliverable(Exception):
+    """Slack refuses this message for good (bad channel, refused even as plain text)."""
+
+
+def slack_error(exc: SlackApiError) -> str:
+    """The `error` field of a Web API refusal."""
+    try:
+        return str(exc.response.get("error") or "unknown_error")
+    except Exception:  # noqa: BLE001
+        return "unknown_error"
+
+
+def slack_is_away(exc: BaseException) -> bool:
+    """Slack away, slow or rate limiting, or the network failing: worth waiting for."""
+    if isinstance(exc, SlackApiError):
+        status = getattr(exc.response, "status_code", 200)
+        return status == 429 or status >= 500 or slack_error(exc) in AWAY_ERRORS
+    return isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError, ConnectionError, OSError, SlackRequestError))
+
+
+def describe(exc: BaseException) -> str:
+    """A delivery failure in one line, for logs and the outbox row."""
+    if isinstance(exc, SlackApiError):
+        return f"slack:{slack_error(exc)} (HTTP {getattr(exc.response, 'status_code', '?')})"
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+@dataclass(frozen=True)
+class Where:
+    """A message in Slack: its channel and ts (a thread's parent, for replies)."""
+
+    channel: str
+    ts: str
+
+
+class Poster:
+    """Web API calls remembered in chat_messages by (run, key), so a redelivery does not post twice."""
+
+    def __init__(self, db: Database, client: AsyncWebClient) -> None:
+        self.db = db
+        self.client = client
+
+    async def post(self, notes: list[str], *, channel: str, text: str, blocks: list[dict[str, Any]], fallback: str,
+                   thread_ts: str | None = None, fallback_blocks: list[dict[str, Any]] | None = None) -> str:
+        """chat.postMessage; refused content goes out as `fallback_blocks` or plain text (noted). The ts."""
+        args: dict[str, Any] = {"channel": channel, "unfurl_links": False, "unfurl_media": False}
+        if thread_ts:
+            args["thread_ts"] = thread_ts
+        try:
+            answer = await self.client.chat_postMessage(**args, text=text, blocks=blocks)
+        except SlackApiError as exc:
+            error = _content_error(exc, notes, "sent a plain-text version")
+            try:
+                if fallback_blocks:
+                    answer = await self.client.chat_postMessage(**args, text=fallback, blocks=fallback_blocks)
+                else:
+                    answer = await self.client.chat_postMessage(**args, text=bk.cut(fallback, FALLBACK_TEXT))
+            except SlackApiError as again:
+                _refused_again(error, again, CONTENT_ERRORS)
+                raise
+        return str(answer["ts"])
+
+    async def update(self, notes: list[str], where: Where, *, text: str, blocks: list[dict[str, Any]], fallback: str) -> bool:
+        """chat.update; False when the message is gone (deleted, archived channel)."""
+        try:
+            await self.client.chat_update(channel=where.channel, ts=where.ts, text=text, blocks=blocks)
+        except SlackApiError as exc:
+            if slack_error(exc) in GONE_ERRORS:
+                notes.append(f"{slack_error(exc)}: message {where.ts} not updated")
+                return False
+            error = _content_error(exc, notes, "updated with a plain-text version")
+            try:
+                await self.client.chat_update(channel=where.channel, ts=where.ts, text=bk.cut(fallback, FALLBACK_TEXT),
+                                              blocks=[bk.section(bk.cut(fallback, 2900))])
+            except SlackApiError as again:
+                _refused_again(error, again, CONTENT_ERRORS | GONE_ERRORS)
+                raise
+        return True
+
+    async def post_once(self, notes: list[str], run_id: str | None, key: str, *, where: Where | None = None,
+                        channel: str | None = None, outbox_id: int | None = None, **message: Any) -> Where:
+        """Post (a reply in `where`'s thread, or a message in `channel`) unless (run, key) was posted already."""
+        found = await self.recall(run_id, key)
+        if found is not None:
+            return found
+        target = where.channel if where else str(channel)
+        ts = await self.post(notes, channel=target, thread_ts=where.ts if where else None, **message)
+        await self.remember(run_id, key, Where(target, ts), outbox_id=outbox_id)
+        return Where(target, ts)
+
+    async def attach(self, run_id: str | None, key: str, *, where: Where, filename: str, content: str, title: str) -> None:
+        """Upload a text file into the thread once (files_upload_v2), remembered by key."""
+        if await self.recall(run_id, key):
+            return
+        answer = await self.client.files_upload_v2(
+            channel=where.channel, thread_ts=where.ts, content=content, filename=filename, title=title,
+        )
+        files = answer.get("files") or [answer.get("file") or {}]
+        await self.remember(run_id, key, Where(where.channel, str((files[0] or {}).get("id") or "uploaded")))
+
+    async def remember(self, run_id: str | None, key: str, where: Where, *, outbox_id: int | None = None) -> None:
+        """Record what was posted for (run, key)."""
+        async with self.db.sessions.begin() as session:
+            await queries.put_chat_message(
+                session=session, run_id=run_id, key=key, channel=where.channel, ts=where.ts, outbox_id=outbox_id,
+            )
+
+    async def recall(self, run_id: str | None, key: str) -> Where | None:
+        """Where (run, key) was posted, if it was."""
+        async with self.db.sessions() as session:
+            found = await queries.get_chat_message(session=session, run_id=run_id, key=key)
+        return Where(found.channel, found.ts) if found else None
+
+
+def _content_error(exc: SlackApiError, notes: list[str], what: str) -> str:
+    """The refusal's error if it is about the content (noted), else re-raise it."""
+    error = slack_error(exc)
+    if error not in CONTENT_ERRORS:
+        raise exc
+    notes.append(f"{error}: {what}")
+    log.warning("dispatcher.content_refused", error=error, messages=exc.response.get("response_metadata"))
+    return error
+
+
+def _refused_again(first: str, again: SlackApiError, final: frozenset[str]) -> None:
+    if slack_error(again) in final:
+        raise Undeliverable(f"{first}; the plain-text version was refused too: {slack_error(again)}") from again
