@@ -1,28 +1,26 @@
-"""The workflow spec: typed with pydantic, frozen once loaded, errors that name file, step and field."""
+"""The workflow spec's types: pydantic models, frozen once loaded. Loading them from YAML is agents.loading."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
     Tag,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from agents.errors import SpecError
+from agents.cron import crontab_trigger
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
 _SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
@@ -46,6 +44,16 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError("use letters, digits, '-', '_' or '.'")
+    return value
+
+
+# Workflow and step names follow one rule.
+Name = Annotated[str, AfterValidator(_check_name)]
 
 
 class _Frozen(BaseModel):
@@ -108,18 +116,11 @@ def _checkpoint(value: Any) -> Any:
 
 
 class _StepBase(_Frozen):
-    name: str
+    name: Name
     output: OutputSpec = OutputSpec()
     retry: RetryPolicy = RetryPolicy()
     timeout: Duration = 60.0
     checkpoint: Annotated[CheckpointSpec | None, BeforeValidator(_checkpoint)] = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("use letters, digits, '-', '_' or '.'")
-        return value
 
 
 class ModelStep(_StepBase):
@@ -169,8 +170,6 @@ class ScheduleSpec(_Frozen):
 
     @model_validator(mode="after")
     def _valid(self) -> ScheduleSpec:
-        from agents.cron import crontab_trigger
-
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -192,7 +191,7 @@ def _check_slack_ids(ids: tuple[str, ...]) -> tuple[str, ...]:
 class WorkflowSpec(_Frozen):
     """One workflow: what it takes, what each step must produce, who approves it."""
 
-    name: str
+    name: Name
     description: str = ""
     channel: str | None = None
     approvers: tuple[str, ...] = ()
@@ -201,13 +200,6 @@ class WorkflowSpec(_Frozen):
     budget_usd: float | None = Field(None, gt=0)
     steps: tuple[Step, ...] = Field(min_length=1)
     schedule: ScheduleSpec | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("use letters, digits, '-', '_' or '.'")
-        return value
 
     @field_validator("approvers", "starters")
     @classmethod
@@ -235,80 +227,3 @@ class WorkflowSpec(_Frozen):
     def snapshot(self) -> dict[str, Any]:
         """The spec as plain JSON, stored with each run so a run finishes as it started."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-def _where(data: Any, loc: tuple[Any, ...]) -> str:
-    """`steps[1] (draft) > output.schema` from a pydantic error location."""
-    parts: list[str] = []
-    node = data
-    for item in loc:
-        if isinstance(item, int):
-            name = node[item].get("name") if isinstance(node, list) and item < len(node) and isinstance(node[item], dict) else None
-            parts[-1:] = [f"{parts[-1] if parts else ''}[{item}]" + (f" ({name})" if name else "")]
-            node = node[item] if isinstance(node, list) and item < len(node) else None
-        else:
-            if item in ("model", "tool", "function-after[_checkpoint()]") and parts and parts[-1].startswith("steps["):
-                continue  # union branch tags, not fields the author wrote
-            parts.append(str(item))
-            node = node.get(item) if isinstance(node, dict) else None
-    return ".".join(parts) or "(top level)"
-
-
-def parse_spec(data: Any, source: str) -> WorkflowSpec:
-    """Validate a spec's parsed YAML; raise SpecError with one line per problem."""
-    if not isinstance(data, dict):
-        raise SpecError(f"{source}: the file must hold a mapping (name:, steps:, ...)")
-    try:
-        spec = WorkflowSpec.model_validate(data)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{source}: {_where(data, tuple(err['loc']))}: {msg}")
-        raise SpecError("\n".join(dict.fromkeys(lines))) from None
-    from agents.templates import check_spec_templates
-
-    problems = check_spec_templates(spec)
-    if spec.schedule is not None:
-        from agents.errors import InvalidInputs
-        from agents.inputs import coerce_inputs
-
-        try:
-            coerce_inputs(spec, dict(spec.schedule.inputs))
-        except InvalidInputs as exc:
-            problems.append(f"schedule.inputs: {exc}")
-    if problems:
-        raise SpecError("\n".join(f"{source}: {p}" for p in problems))
-    return spec
-
-
-def load_spec(path: Path) -> WorkflowSpec:
-    """Load one YAML spec file."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise SpecError(f"{path}:{where}: broken YAML: {getattr(exc, 'problem', exc)}") from None
-    return parse_spec(data, str(path))
-
-
-def load_workflows(folder: Path) -> tuple[dict[str, WorkflowSpec], list[str]]:
-    """Every spec in a folder, by name, and one line per problem found."""
-    specs: dict[str, WorkflowSpec] = {}
-    problems: list[str] = []
-    if not folder.is_dir():
-        return specs, [f"{folder}: no such workflows folder"]
-    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
-        try:
-            spec = load_spec(path)
-        except SpecError as exc:
-            problems.extend(str(exc).splitlines())
-            continue
-        if spec.name in specs:
-            problems.append(f"{path}: name: workflow {spec.name!r} is defined twice")
-            continue
-        specs[spec.name] = spec
-    return specs, problems

@@ -24,7 +24,7 @@ import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 
 from agents.engine import EngineSettings  # noqa: E402
-from agents.spec import parse_spec  # noqa: E402
+from agents.loading import parse_spec  # noqa: E402
 from bot.server import build_services, create_asgi_app  # noqa: E402
 from bot.slack.dispatcher import DispatcherSettings  # noqa: E402
 from storage.db import connect  # noqa: E402

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.engine import Engine, EngineSettings  # noqa: E402
 from agents.model_call import _litellm  # noqa: E402
-from agents.spec import parse_spec  # noqa: E402
+from agents.loading import parse_spec  # noqa: E402
 from bot.logs import configure_logging  # noqa: E402
 from storage.db import connect  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402

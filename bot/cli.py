@@ -127,7 +127,7 @@ def _async(coro_fn: Callable[..., Coroutine[Any, Any, int]]) -> Callable[[argpar
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     """Validate every spec: exit 0, or 2 with one line per problem."""
-    from agents.spec import load_workflows
+    from agents.loading import load_workflows
 
     folder = Path(args.dir) if args.dir else settings.workflows
     specs, problems = load_workflows(folder)
@@ -183,7 +183,7 @@ def _engine(db: Any, settings: Settings) -> Any:
 
 def _load_spec(settings: Settings, name: str) -> Any:
     from agents.errors import SpecError
-    from agents.spec import load_workflows
+    from agents.loading import load_workflows
 
     specs, problems = load_workflows(settings.workflows)
     if name in specs:

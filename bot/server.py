@@ -32,7 +32,8 @@ from starlette.routing import Route
 from agents.engine import Engine, EngineSettings
 from agents.errors import DatabaseUnavailable
 from agents.runner import Runner
-from agents.spec import WorkflowSpec, load_workflows
+from agents.loading import load_workflows
+from agents.spec import WorkflowSpec
 from bot.settings import Settings, secrets_from_env
 from bot.slack import BotContext
 from bot.slack.app import build_app, build_client

@@ -8,8 +8,11 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 
-import migrations
 from storage.db import Database
+
+# Found by path, not imported: storage is the lowest layer. The folder ships beside this package
+# (pyproject's packages include migrations*), so this holds in a checkout, a wheel and the image.
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 # Any fixed number: replicas starting together take this PostgreSQL advisory lock in turn.
 _MIGRATION_LOCK = 0x0F5EE7
@@ -18,7 +21,7 @@ _MIGRATION_LOCK = 0x0F5EE7
 def alembic_config(url: str | None = None) -> Config:
     """An Alembic Config pointing at the packaged migrations folder."""
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    cfg.set_main_option("script_location", str(MIGRATIONS))
     if url:
         cfg.set_main_option("sqlalchemy.url", url)
     return cfg

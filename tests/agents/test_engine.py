@@ -9,7 +9,8 @@ import pytest
 
 from agents.engine import Engine
 from agents.errors import AlreadyDecided, ContractViolation, InvalidInputs, InvalidState
-from agents.spec import WorkflowSpec, parse_spec
+from agents.loading import parse_spec
+from agents.spec import WorkflowSpec
 from storage import queries
 from tests.fakes.fake_model import FakeModel, Reply
 

@@ -10,7 +10,8 @@ import yaml
 
 from agents.errors import SpecError
 from agents.inputs import coerce_inputs, missing_required, parse_assignments
-from agents.spec import CheckpointSpec, load_spec, load_workflows, parse_duration, parse_spec
+from agents.loading import load_spec, load_workflows, parse_spec
+from agents.spec import CheckpointSpec, parse_duration
 from agents.templates import context_for, render
 from tests.conftest import REPO
 

@@ -8,7 +8,7 @@ import pytest
 
 from agents.engine import Engine
 from agents.errors import CallTimeout, PermanentError, RateLimited, ToolNotFound, TransientError
-from agents.spec import parse_spec
+from agents.loading import parse_spec
 from agents.tools import call_tool, fetch_page, resolve_tool
 from storage import queries
 from tests.fakes.web_page import WebPage

@@ -14,7 +14,8 @@ import pytest
 import uvicorn
 
 from agents.engine import EngineSettings
-from agents.spec import WorkflowSpec, parse_spec
+from agents.loading import parse_spec
+from agents.spec import WorkflowSpec
 from bot.server import Services, build_services, create_asgi_app
 from bot.slack.dispatcher import DispatcherSettings
 from storage import queries

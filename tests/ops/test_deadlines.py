@@ -8,7 +8,8 @@ from typing import Any
 from agents.deadlines import check_deadlines
 from agents.digest import compute_digest
 from agents.engine import Engine, EngineSettings
-from agents.spec import WorkflowSpec, parse_spec
+from agents.loading import parse_spec
+from agents.spec import WorkflowSpec
 from storage import queries
 from storage.db import connect
 from tests.ops.clock import Clock

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from agents.digest import compute_digest
 from agents.engine import Engine, EngineSettings
-from agents.spec import load_spec
+from agents.loading import load_spec
 from storage import queries
 from storage.db import Database
 from storage.models import Attempt, ChatMessage, Claim, OutboxMessage, Run, utcnow

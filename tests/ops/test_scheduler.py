@@ -12,7 +12,8 @@ from structlog.testing import capture_logs
 
 from agents.engine import Engine, EngineSettings
 from agents.errors import InvalidInputs, SpecError
-from agents.spec import WorkflowSpec, parse_spec
+from agents.loading import parse_spec
+from agents.spec import WorkflowSpec
 from bot.scheduler import Scheduler, crontab_trigger, fire_times
 from storage import queries
 from storage.db import Database, connect
