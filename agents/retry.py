@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
-
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from agents.errors import StepError
@@ -36,17 +34,12 @@ def retrying(
     *,
     scale: float,
     before_sleep: Callable[[RetryCallState], Awaitable[None] | None] | None = None,
-    sleep: Callable[[float], Awaitable[Any]] | None = None,
 ) -> AsyncRetrying:
     """An AsyncRetrying for one model or tool: `policy.attempts` tries, transient failures only."""
-    kwargs: dict[str, Any] = {}
-    if sleep is not None:
-        kwargs["sleep"] = sleep
     return AsyncRetrying(
         stop=stop_after_attempt(policy.attempts),
         wait=JitteredWait(policy, scale),
         retry=retry_if_exception(is_transient),
         before_sleep=before_sleep,
         reraise=True,
-        **kwargs,
     )
