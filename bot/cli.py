@@ -7,15 +7,17 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from agents.errors import ConfigError, DatabaseUnavailable, OverseerError, UnknownWorkflow
+from agents.errors import ConfigError, DatabaseUnavailable, OverseerError, UnknownWorkflow, UserInputError
 from bot.settings import Settings, load_settings
 from storage.status import RunStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_WAITING = 0, 1, 2, 3
+_BAD_INPUT = (UserInputError, ConfigError, DatabaseUnavailable)  # the person can fix these: exit 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,12 +109,7 @@ def _fail(exc: OverseerError) -> int:
     lines = str(exc).splitlines() or [type(exc).__name__]
     for line in lines:
         print(f"overseer: {line}", file=sys.stderr)
-    if isinstance(exc, (ConfigError, DatabaseUnavailable)) or exc.code in (
-        "bad_input", "bad_spec", "unknown_workflow", "bad_inputs", "unknown_run", "contract_violation",
-        "not_allowed", "invalid_state", "already_decided",
-    ):
-        return EXIT_BAD_INPUT
-    return EXIT_FAILED
+    return EXIT_BAD_INPUT if isinstance(exc, _BAD_INPUT) else EXIT_FAILED
 
 
 def _async(coro_fn: Callable[..., Coroutine[Any, Any, int]]) -> Callable[[argparse.Namespace, Settings], int]:
@@ -163,6 +160,16 @@ async def open_db(settings: Settings) -> Any:
     return db
 
 
+@asynccontextmanager
+async def database(settings: Settings) -> AsyncIterator[Any]:
+    """An open, migrated database for one command, disposed of when it is done."""
+    db = await open_db(settings)
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
 def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -205,27 +212,21 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from agents.inputs import coerce_inputs
 
     coerce_inputs(spec, raw)  # bad input fails before the database is touched
-    db = await open_db(settings)
-    try:
+    from bot.cli_drive import cli_user
+
+    async with database(settings) as db:
         engine = _engine(db, settings)
-        user = os.environ.get("USER") or "cli"
-        run_id = await engine.start(spec, raw, started_by=f"cli:{user}", trigger="cli")
+        run_id = await engine.start(spec, raw, started_by=cli_user(), trigger="cli")
         return await _drive(engine, run_id, yes=args.yes)
-    finally:
-        await db.dispose()
 
 
 @_async
 async def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
     """Continue a run from its last completed step, or decide the checkpoint it waits at."""
-    db = await open_db(settings)
-    try:
-        engine = _engine(db, settings)
+    async with database(settings) as db:
         async with db.sessions() as session:
             run = await _find_run(session, args.run_id)
-        return await _drive(engine, run.id, yes=args.yes)
-    finally:
-        await db.dispose()
+        return await _drive(_engine(db, settings), run.id, yes=args.yes)
 
 
 async def _find_run(session: Any, ref: str) -> Any:
@@ -257,17 +258,9 @@ async def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
     from bot.cli_render import print_runs, run_dict
     from storage import queries
 
-    db = await open_db(settings)
-    try:
-        async with db.sessions() as session:
-            runs = list(await queries.list_runs(session=session, limit=args.limit, workflow=args.workflow))
-    finally:
-        await db.dispose()
-    if args.json:
-        print(json.dumps([run_dict(r) for r in runs], indent=2, ensure_ascii=False))
-    else:
-        print_runs(runs, sys.stdout)
-    return EXIT_OK
+    async with database(settings) as db, db.sessions() as session:
+        runs = list(await queries.list_runs(session=session, limit=args.limit, workflow=args.workflow))
+    return _report(args, lambda: [run_dict(r) for r in runs], lambda out: print_runs(runs, out))
 
 
 @_async
@@ -276,25 +269,29 @@ async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     from bot.cli_render import attempt_dict, decision_dict, print_run, run_dict
     from storage import queries
 
-    db = await open_db(settings)
-    try:
-        async with db.sessions() as session:
-            run = await _find_run(session, args.run_id)
-            steps = list(await queries.step_runs(session=session, run_id=run.id))
-            tried = list(await queries.attempts(session=session, run_id=run.id))
-            decided = list(await queries.decisions(session=session, run_id=run.id))
-    finally:
-        await db.dispose()
-    if args.json:
-        data = run_dict(run) | {
+    async with database(settings) as db, db.sessions() as session:
+        run = await _find_run(session, args.run_id)
+        steps = list(await queries.step_runs(session=session, run_id=run.id))
+        tried = list(await queries.attempts(session=session, run_id=run.id))
+        decided = list(await queries.decisions(session=session, run_id=run.id))
+
+    def data() -> dict[str, Any]:
+        return run_dict(run) | {
             "steps": [{"step": s.step, "status": s.status, "input": s.input, "output": s.output, "error": s.error,
                        "attempts": s.attempts, "cost_usd": s.cost_usd} for s in steps],
             "attempts": [attempt_dict(a) for a in tried],
             "decisions": [decision_dict(d) for d in decided],
         }
-        print(json.dumps(data, indent=2, ensure_ascii=False))
+
+    return _report(args, data, lambda out: print_run(run, steps, tried, decided, out))
+
+
+def _report(args: argparse.Namespace, data: Callable[[], Any], render: Callable[[TextIO], None]) -> int:
+    """Print what a command found: as JSON with --json, else for people."""
+    if args.json:
+        print(json.dumps(data(), indent=2, ensure_ascii=False))
     else:
-        print_run(run, steps, tried, decided, sys.stdout)
+        render(sys.stdout)
     return EXIT_OK
 
 
@@ -303,11 +300,8 @@ async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     """Apply pending migrations."""
     from storage.migrate import current_revision
 
-    db = await open_db(settings)
-    try:
+    async with database(settings) as db:
         print(f"database {_safe_url(settings.database_url)} is at revision {await current_revision(db)}")
-    finally:
-        await db.dispose()
     return EXIT_OK
 
 
@@ -321,11 +315,8 @@ async def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
 
     if not 1 <= args.days <= 90:
         raise UserInputError("--days must be between 1 and 90")
-    db = await open_db(settings)
-    try:
+    async with database(settings) as db:
         digest = await compute_digest(db, now=utcnow(), days=args.days)
-    finally:
-        await db.dispose()
     payload = digest.to_payload()
     print(json.dumps(payload, indent=2) if args.json else digest_text(payload))
     return EXIT_OK

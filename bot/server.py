@@ -37,7 +37,7 @@ from agents.spec import WorkflowSpec
 from bot.settings import Settings, secrets_from_env
 from bot.slack import BotContext
 from bot.slack.app import build_app, build_client
-from bot.slack.approvers import Directory
+from bot.slack.directory import Directory
 from bot.slack.dispatcher import Dispatcher, DispatcherSettings
 from storage import queries
 from storage.db import Database, connect

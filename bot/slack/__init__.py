@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from agents.engine import Engine
     from agents.runner import Runner
     from agents.spec import WorkflowSpec
-    from bot.slack.approvers import Directory
+    from bot.slack.directory import Directory
     from storage.db import Database
 
 

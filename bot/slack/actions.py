@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
-from agents.errors import AlreadyDecided, InvalidState, NotAllowed, UnknownRun
+from agents.errors import AlreadyDecided, InvalidState, UnknownRun
 from agents.spec import WorkflowSpec
 from bot.slack import blocks as bk
-from bot.slack.errors import Hinted, answering
+from bot.slack.errors import answering
+from bot.slack.permissions import require_approver, require_operator
 from storage import queries
 from storage.models import Run, StepRun
 from storage.status import Action, RunStatus, StepStatus
@@ -47,28 +48,6 @@ async def load_step(ctx: BotContext, run_id: str, step: str) -> tuple[Run, StepR
     if run is None or step_run is None:
         raise UnknownRun(f"no step {step!r} in run {run_id!r}")
     return run, step_run, WorkflowSpec.model_validate(run.spec)
-
-
-async def require_approver(ctx: BotContext, run: Run, step: str, user: str, action: str) -> None:
-    """Only approvers decide; anyone else is refused, and the attempt is recorded."""
-    approvers = list((run.spec or {}).get("approvers") or [])
-    if await ctx.directory.may_decide(user, approvers):
-        return
-    async with ctx.db.sessions.begin() as session:
-        queries.add_event(session=session, run_id=run.id, kind="decision_refused", actor=user, step=step, action=action)
-    raise Hinted(NotAllowed(f"only the workflow's approvers may {action} this checkpoint"),
-                 f"Approvers: {bk.mentions(approvers) or 'none'}.")
-
-
-async def require_operator(ctx: BotContext, run: Run, user: str, action: str) -> None:
-    """Retry and abort: the run's starter or an approver; a refusal is recorded."""
-    spec = run.spec or {}
-    if await ctx.directory.may_operate(user, started_by=run.started_by, approvers=spec.get("approvers") or [],
-                                       starters=spec.get("starters")):
-        return
-    async with ctx.db.sessions.begin() as session:
-        queries.add_event(session=session, run_id=run.id, kind="action_refused", actor=user, action=action)
-    raise NotAllowed(f"only the run's starter or the workflow's approvers may {action} run {run.id}")
 
 
 async def require_waiting(ctx: BotContext, step_run: StepRun, run: Run) -> None:

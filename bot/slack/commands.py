@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
-from agents.errors import InvalidInputs, NotAllowed, UnknownRun, UnknownWorkflow, UserInputError
-from agents.inputs import coerce_inputs, missing_required, parse_assignments
+from agents.errors import InvalidInputs, UnknownRun, UnknownWorkflow, UserInputError
+from agents.inputs import parse_assignments
 from agents.spec import WorkflowSpec
 from bot.slack import blocks as bk
 from bot.slack.errors import Hinted, answering, tell
+from bot.slack.permissions import require_operator
+from bot.slack.starting import start_run
 from storage import queries
 from storage.models import Run, utcnow
 
@@ -98,30 +100,16 @@ def _workflow_names(ctx: BotContext) -> str:
 
 
 async def _run(ctx: BotContext, body: dict[str, Any], args: list[str]) -> None:
-    user, channel = str(body.get("user_id")), str(body.get("channel_id"))
     if not args:
         raise Hinted(UserInputError("which workflow?"), f"Write `{ctx.command} run WORKFLOW key=value`. Workflows: {_workflow_names(ctx)}")
     spec = ctx.specs.get(args[0])
     if spec is None:
         raise Hinted(UnknownWorkflow(f"no workflow called {args[0]!r}"), f"Workflows: {_workflow_names(ctx)}. See `{ctx.command} list`.")
-    if not await ctx.directory.may_start(user, spec.starters):
-        raise Hinted(NotAllowed(f"you may not start {spec.name}"), f"Only {bk.mentions(spec.starters or [])} may start it.")
     try:
-        raw = parse_assignments(args[1:])
-        unknown = sorted(set(raw) - set(spec.inputs))
-        if unknown:
-            raise InvalidInputs(f"unknown input {', '.join(map(repr, unknown))} for {spec.name} (inputs: {', '.join(spec.inputs) or 'none'})")
-        if missing_required(spec, raw):
-            # The trigger_id lives 3 seconds: open the form right away, with what was typed filled in.
-            await ctx.client.views_open(trigger_id=body.get("trigger_id"), view=bk.run_modal(spec, raw, channel))
-            return
-        values = coerce_inputs(spec, raw)
+        await start_run(ctx, spec, parse_assignments(args[1:]), user=str(body.get("user_id")), channel=str(body.get("channel_id")),
+                        response_url=body.get("response_url"), trigger_id=body.get("trigger_id"))
     except InvalidInputs as exc:
         raise Hinted(exc, _usage(ctx, spec)) from None
-    run_id = await ctx.engine.start(spec, values, started_by=user, trigger="slack", channel=spec.channel or channel)
-    ctx.kick()
-    where = spec.channel or channel
-    await _answer(ctx, body, text=f"Started run `{run_id}` of *{bk.escape_mrkdwn(spec.name)}*; follow it in <#{where}>.")
 
 
 async def _list(ctx: BotContext, body: dict[str, Any], args: list[str]) -> None:
@@ -173,11 +161,7 @@ async def _operated_run(ctx: BotContext, body: dict[str, Any], args: list[str], 
         run = await queries.find_run(session=session, ref=args[0])
     if run is None:
         raise Hinted(UnknownRun(f"no run {args[0]!r}"), f"`{ctx.command} status` lists recent runs.")
-    spec = run.spec or {}
-    if not await ctx.directory.may_operate(
-        str(body.get("user_id")), started_by=run.started_by, approvers=spec.get("approvers") or [], starters=spec.get("starters"),
-    ):
-        raise NotAllowed(f"only the run's starter or the workflow's approvers may {verb} run {run.id}")
+    await require_operator(ctx, run, str(body.get("user_id")), verb)
     return run
 
 

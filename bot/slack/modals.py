@@ -7,19 +7,22 @@ changes; otherwise the modal closes at once and the work happens after the ack.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from agents.contract import check_edit
-from agents.errors import ContractViolation, InvalidInputs, NotAllowed, OverseerError, UnknownWorkflow
-from agents.inputs import coerce_inputs
+from agents.errors import InvalidInputs, OverseerError, UnknownWorkflow, UserInputError
 from bot.slack import blocks as bk
-from bot.slack.actions import load_step, require_approver, require_operator
-from bot.slack.errors import answering, inline_message, tell
+from bot.slack.actions import load_step
+from bot.slack.errors import answering, inline_message
+from bot.slack.permissions import require_approver, require_operator
+from bot.slack.starting import start_run
 
 if TYPE_CHECKING:
+    from agents.spec import WorkflowSpec
     from bot.slack import BotContext
 
 
@@ -52,17 +55,22 @@ def parse_submission(body: dict[str, Any]) -> Submission:
     return Submission(str((body.get("user") or {}).get("id")), meta if isinstance(meta, dict) else {}, values)
 
 
+Answer = Callable[..., Awaitable[bool]]
+
+
 def register(app: AsyncApp, ctx: BotContext) -> None:
     def listener(handler: Any) -> Any:
         async def run(ack: AsyncAck, body: dict[str, Any]) -> None:
             submission = parse_submission(body)
             acked = False
 
-            async def answer(**kwargs: Any) -> None:
+            async def answer(**kwargs: Any) -> bool:
                 nonlocal acked
-                if not acked:
-                    acked = True
-                    await ack(**kwargs)
+                if acked:
+                    return False
+                acked = True
+                await ack(**kwargs)
+                return True
 
             async with ctx.working():
                 try:
@@ -79,65 +87,62 @@ def register(app: AsyncApp, ctx: BotContext) -> None:
     app.view(bk.RETRY_MODAL)(listener(submit_retry))
 
 
-async def _refuse(answer: Any, block_id: str, exc: OverseerError) -> None:
-    await answer(response_action="errors", errors={block_id: inline_message(exc)})
+async def _refuse(answer: Answer, block_id: str, exc: OverseerError) -> None:
+    """Answer inline under `block_id`; once the modal has closed, the error goes to `answering` instead."""
+    if not await answer(response_action="errors", errors={block_id: inline_message(exc)}):
+        raise exc
 
 
-async def submit_run(ctx: BotContext, sub: Submission, answer: Any) -> None:
+async def submit_run(ctx: BotContext, sub: Submission, answer: Answer) -> None:
     spec = ctx.specs.get(str(sub.meta.get("workflow")))
     fields = {k.removeprefix("input:"): v for k, v in sub.values.items() if k.startswith("input:")}
     first = next(iter(sub.values), "input:")
     if spec is None:
         await _refuse(answer, first, UnknownWorkflow(f"workflow {sub.meta.get('workflow')!r} is no longer loaded"))
         return
-    if not await ctx.directory.may_start(sub.user, spec.starters):
-        await _refuse(answer, first, NotAllowed(f"you may not start {spec.name}"))
-        return
     try:
-        values = coerce_inputs(spec, {k: v for k, v in fields.items() if v not in (None, "")})
-    except InvalidInputs as exc:
+        await start_run(ctx, spec, fields, user=sub.user, channel=sub.channel, accepted=answer)
+    except UserInputError as exc:
         named = next((n for n in spec.inputs if repr(n) in str(exc)), None)
         await _refuse(answer, f"input:{named}" if named else first, exc)
-        return
-    await answer()
-    run_id = await ctx.engine.start(spec, values, started_by=sub.user, trigger="slack", channel=spec.channel or sub.channel)
-    ctx.kick()
-    await tell(ctx.client, channel=sub.channel, user=sub.user,
-               text=f"Started run `{run_id}` of *{bk.escape_mrkdwn(spec.name)}*; follow it in <#{spec.channel or sub.channel}>.")
 
 
-async def submit_edit(ctx: BotContext, sub: Submission, answer: Any) -> None:
+async def _decide(ctx: BotContext, sub: Submission, answer: Answer, action: str, block: str,
+                  typed: Callable[[WorkflowSpec, str], dict[str, Any]]) -> None:
+    """An approver's edit or reject: what they typed is checked first and refused inline; nothing changes then."""
     run_id, step = str(sub.meta.get("run")), str(sub.meta.get("step"))
     run, _, spec = await load_step(ctx, run_id, step)
     try:
-        await require_approver(ctx, run, step, sub.user, "edit")
-        edited = sub.values.get("output", "")
-        check_edit(spec.step(step).output, edited)  # a broken edit is refused inline; nothing changes
-    except (ContractViolation, NotAllowed) as exc:
-        await _refuse(answer, "output", exc)
+        await require_approver(ctx, run, step, sub.user, action)
+        decision = typed(spec, step)
+    except UserInputError as exc:
+        await _refuse(answer, block, exc)
         return
     await answer()
-    await ctx.engine.decide(run_id, step, action="edit", by=sub.user, edited=edited)
+    await ctx.engine.decide(run_id, step, action=action, by=sub.user, **decision)
     ctx.kick()
 
 
-async def submit_reject(ctx: BotContext, sub: Submission, answer: Any) -> None:
-    run_id, step = str(sub.meta.get("run")), str(sub.meta.get("step"))
-    run, _, _ = await load_step(ctx, run_id, step)
-    reason = (sub.values.get("reason") or "").strip()
-    try:
-        await require_approver(ctx, run, step, sub.user, "reject")
-        if not reason:
+async def submit_edit(ctx: BotContext, sub: Submission, answer: Answer) -> None:
+    def edited(spec: WorkflowSpec, step: str) -> dict[str, Any]:
+        text = sub.values.get("output", "")
+        check_edit(spec.step(step).output, text)  # a ContractViolation
+        return {"edited": text}
+
+    await _decide(ctx, sub, answer, "edit", "output", edited)
+
+
+async def submit_reject(ctx: BotContext, sub: Submission, answer: Answer) -> None:
+    def reason(spec: WorkflowSpec, step: str) -> dict[str, Any]:
+        text = (sub.values.get("reason") or "").strip()
+        if not text:
             raise InvalidInputs("say why it is rejected")
-    except (NotAllowed, InvalidInputs) as exc:
-        await _refuse(answer, "reason", exc)
-        return
-    await answer()
-    await ctx.engine.decide(run_id, step, action="reject", by=sub.user, reason=reason)
-    ctx.kick()
+        return {"reason": text}
+
+    await _decide(ctx, sub, answer, "reject", "reason", reason)
 
 
-async def submit_retry(ctx: BotContext, sub: Submission, answer: Any) -> None:
+async def submit_retry(ctx: BotContext, sub: Submission, answer: Answer) -> None:
     run_id, step = str(sub.meta.get("run")), str(sub.meta.get("step"))
     run, _, spec = await load_step(ctx, run_id, step)
     kind = spec.step(step).kind
@@ -156,7 +161,7 @@ async def submit_retry(ctx: BotContext, sub: Submission, answer: Any) -> None:
                 raise InvalidInputs(f"not valid JSON: {exc}") from None
             if not isinstance(step_input, dict):
                 raise InvalidInputs("the arguments must be a JSON object, like {\"url\": \"https://…\"}")
-    except (NotAllowed, InvalidInputs) as exc:
+    except UserInputError as exc:
         await _refuse(answer, block, exc)
         return
     await answer()

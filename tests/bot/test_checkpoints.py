@@ -148,6 +148,28 @@ async def test_an_outsiders_click_is_refused_ephemerally_and_recorded(start_bot:
     assert sorted((e.actor, e.detail["action"]) for e in refused) == [("U0MALLORY", "approve"), ("U0MALLORY", "edit")]
 
 
+async def test_an_outsiders_edit_or_reject_form_is_refused_inline_and_recorded(start_bot: StartBot, fake_model: FakeModel) -> None:
+    fake_model.script(Reply.json({"title": "Owls"}))
+    bot = await start_bot(two_steps(fake_model))
+    await bot.command("run writer")
+    await bot.idle()
+    run = await bot.only_run()
+    await bot.click(bk.EDIT, f"{run.id}:draft", user=BOSS)
+    await bot.click(bk.REJECT, f"{run.id}:draft", user=BOSS)
+    edit, reject = (await bot.fake.wait_for_async(lambda f: len(f.views) == 2 and f.views, what="both modals"))
+
+    response = await bot.submit(bk.EDIT_MODAL, edit, {"output": {"value": '{"title": "Mine"}'}}, user="U0MALLORY")
+    assert "only the workflow's approvers may edit" in response.json()["errors"]["output"]
+    response = await bot.submit(bk.REJECT_MODAL, reject, {"reason": {"value": "no"}}, user="U0MALLORY")
+    assert "only the workflow's approvers may reject" in response.json()["errors"]["reason"]
+    await bot.idle()
+    assert (await bot.run(run.id)).status == "awaiting_approval"
+    async with bot.db.sessions() as session:
+        assert list(await queries.decisions(session=session, run_id=run.id)) == []
+        refused = list(await queries.events(session=session, run_id=run.id, kind="decision_refused"))
+    assert [(e.actor, e.detail["action"]) for e in refused] == [("U0MALLORY", "edit"), ("U0MALLORY", "reject")]
+
+
 async def test_two_clicks_at_once_make_one_decision_and_the_other_is_told_who_was_first(
     start_bot: StartBot, fake_model: FakeModel
 ) -> None:

@@ -114,6 +114,45 @@ async def test_starters_limit_who_may_start_a_workflow(start_bot: StartBot, fake
     assert (await bot.only_run()).started_by == "U0CAROL"
 
 
+async def test_a_refused_start_cancel_or_retry_is_answered_and_recorded_like_a_refused_click(
+    start_bot: StartBot, fake_model: FakeModel
+) -> None:
+    fake_model.script(Reply.refusal())
+    bot = await start_bot(flow(fake_model, starters=[ALICE], steps=[{"name": "draft", "model": "openai/gpt-4o-mini", "prompt": "hi"}]))
+    await bot.command("run writer", user="U0MALLORY")
+    await bot.idle()
+    await nothing_recorded(bot)
+    await bot.command("run writer")
+    await bot.idle()
+    run = await bot.only_run()
+    assert run.status == "failed"
+
+    await bot.command(f"retry {run.id}", user="U0MALLORY")
+    await bot.command(f"cancel {run.id}", user="U0MALLORY")
+    await bot.idle()
+    answers = bot.ephemerals_for("U0MALLORY")
+    assert len(answers) == 3 and all("Not allowed" in a for a in answers)
+    assert (await bot.run(run.id)).status == "failed"
+    async with bot.db.sessions() as session:
+        starts = list(await queries.events(session=session, kind="start_refused"))
+        actions = list(await queries.events(session=session, kind="action_refused"))
+    assert [(e.run_id, e.actor, e.detail) for e in starts] == [(None, "U0MALLORY", {"workflow": "writer"})]
+    assert [(e.run_id, e.actor, e.detail["action"]) for e in actions] == [(run.id, "U0MALLORY", "retry"), (run.id, "U0MALLORY", "cancel")]
+
+
+async def test_a_refused_run_form_is_answered_inline_and_recorded(start_bot: StartBot, fake_model: FakeModel) -> None:
+    bot = await start_bot(inputs_flow(fake_model, starters=[ALICE]))
+    await bot.command("run writer")  # the form opens for a starter
+    view = (await bot.fake.wait_for_async(lambda f: f.views, what="run modal"))[-1]
+    response = await bot.submit(bk.RUN_MODAL, view, {"input:url": {"value": "https://x.test"}}, user="U0MALLORY")
+    assert response.json() == {"response_action": "errors", "errors": {"input:url": "you may not start writer"}}
+    await bot.idle()
+    await nothing_recorded(bot)
+    async with bot.db.sessions() as session:
+        [refused] = await queries.events(session=session, kind="start_refused")
+    assert refused.actor == "U0MALLORY" and refused.detail == {"workflow": "writer"}
+
+
 async def test_list_status_cancel_and_retry(start_bot: StartBot, fake_model: FakeModel) -> None:
     fake_model.script(Reply.refusal(), Reply.text("fine"))
     bot = await start_bot(flow(fake_model, steps=[{"name": "draft", "model": "openai/gpt-4o-mini", "prompt": "hi"}]))

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from agents.errors import ConfigError, DatabaseUnavailable, OverseerError, StepError, UserInputError
+from bot import cli
 from storage import queries
 from storage.db import Database
 from tests.conftest import REPO
@@ -255,3 +257,26 @@ async def test_a_missing_or_malformed_setting_stops_with_one_line_naming_it(
 ) -> None:
     code, _, err = await overseer(cli_env(f"sqlite:///{tmp_path / 'x.db'}", fake_model, **extra), *args)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+class NewKindOfMistake(UserInputError):
+    """A user-input error the CLI has never heard of by code."""
+
+    code = "new_kind_of_mistake"
+
+
+@pytest.mark.parametrize(
+    ("error", "exit_status"),
+    [(NewKindOfMistake("that is not how to write it"), 2), (ConfigError("bad setting"), 2),
+     (DatabaseUnavailable("no database"), 2), (StepError("the step failed"), 1)],
+)
+def test_the_exit_status_follows_the_errors_type_not_its_code(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any, error: OverseerError, exit_status: int,
+) -> None:
+    def raising(args: Any, settings: Any) -> int:
+        raise error
+
+    monkeypatch.setitem(cli._COMMANDS, "runs", raising)
+    monkeypatch.setattr("bot.logs.configure_logging", lambda **kw: None)
+    assert cli.main(["--database", f"sqlite:///{tmp_path / 'x.db'}", "runs"]) == exit_status
+    assert capsys.readouterr().err == f"overseer: {error}\n"

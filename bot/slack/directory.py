@@ -1,4 +1,4 @@
-"""Who may decide (approvers) or start (starters): user ids, plus members of user groups, cached briefly."""
+"""Who is in a list of people: user ids, plus members of S… user groups, cached briefly (the policy is in permissions.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 import structlog
 from slack_sdk.web.async_client import AsyncWebClient
 
-log = structlog.get_logger("overseer.slack.approvers")
+log = structlog.get_logger("overseer.slack.directory")
 
 
 class Directory:
@@ -50,18 +50,3 @@ class Directory:
             if ref.startswith("S") and user_id in await self.group_members(ref):
                 return True
         return False
-
-    async def may_decide(self, user_id: str, approvers: Iterable[str]) -> bool:
-        """Only approvers may decide a checkpoint."""
-        return await self.contains(user_id, approvers)
-
-    async def may_start(self, user_id: str, starters: Iterable[str] | None) -> bool:
-        """Anyone may start a workflow without `starters`; otherwise only those listed."""
-        return True if starters is None else await self.contains(user_id, starters)
-
-    async def may_operate(self, user_id: str, *, started_by: str, approvers: Iterable[str], starters: Iterable[str] | None) -> bool:
-        """Retry, edit-and-retry or abort a run: its starter or an approver (or anyone who may start it, without approvers)."""
-        approvers = list(approvers)
-        if user_id == started_by or await self.contains(user_id, approvers):
-            return True
-        return not approvers and await self.may_start(user_id, starters)
