@@ -12,7 +12,7 @@ from agents.errors import SpecError
 from agents.inputs import coerce_inputs, missing_required, parse_assignments
 from agents.spec import CheckpointSpec, load_spec, load_workflows, parse_duration, parse_spec
 from agents.templates import context_for, render
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 EXAMPLE = REPO / "workflows" / "content-update.yaml"
 
