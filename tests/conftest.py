@@ -1,4 +1,4 @@
-"""Shared fixtures: databases (SQLite always, PostgreSQL when configured), the fake model, the engine."""
+"""Shared fixtures: databases (SQLite always, PostgreSQL when configured), the fakes (model, Slack, a web page), the engine."""
 
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ from storage.db import Database, connect
 from storage.migrate import upgrade
 from storage.models import Base
 from tests.fakes.fake_model import FakeModel
+from tests.fakes.fake_slack import FakeSlack
+from tests.fakes.web_page import WebPage
 
 PG_URL = os.environ.get("OVERSEER_TEST_DATABASE_URL")
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-REPO = Path(__file__).resolve().parent.parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -41,17 +42,17 @@ def _run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
 
 
+async def _migrate(url: str) -> None:
+    db = connect(url)
+    await upgrade(db)
+    await db.dispose()
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated SQLite file, copied for each test: migrate once, isolate each test."""
     path = tmp_path_factory.mktemp("template") / "template.db"
-
-    async def build() -> None:
-        db = connect(f"sqlite:///{path}")
-        await upgrade(db)
-        await db.dispose()
-
-    _run(build())
+    _run(_migrate(f"sqlite:///{path}"))
     return path
 
 
@@ -76,13 +77,7 @@ def pg_database() -> Iterator[str | None]:
 
     _run(admin(f'CREATE DATABASE "{name}"'))
     url = base.set(drivername="postgresql", database=name).render_as_string(hide_password=False)
-
-    async def migrate() -> None:
-        db = connect(url)
-        await upgrade(db)
-        await db.dispose()
-
-    _run(migrate())
+    _run(_migrate(url))
     yield url
     _run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -122,6 +117,20 @@ def fake_model() -> Iterator[FakeModel]:
     """A fake OpenAI-compatible model server on loopback."""
     with FakeModel() as fake:
         yield fake
+
+
+@pytest.fixture
+def fake_slack() -> Iterator[FakeSlack]:
+    """A fake Slack Web API server on loopback."""
+    with FakeSlack() as fake:
+        yield fake
+
+
+@pytest.fixture
+def page() -> Iterator[WebPage]:
+    """A local web page for fetch_page, counting the paths asked for."""
+    with WebPage() as server:
+        yield server
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 
 def test_the_image_runs_migrations_then_the_same_cli_the_tests_run(tmp_path: Path) -> None:

@@ -133,7 +133,6 @@ def _run_line(run: Run) -> str:
 
 
 async def _status(ctx: BotContext, body: dict[str, Any], args: list[str]) -> None:
-    user, channel = body.get("user_id"), body.get("channel_id")
     async with ctx.db.sessions() as session:
         if not args:
             runs = list(await queries.list_runs(session=session, limit=15))

@@ -9,23 +9,11 @@ import pytest
 
 from agents.engine import Engine
 from agents.errors import AlreadyDecided, ContractViolation, InvalidInputs, InvalidState
-from agents.loading import parse_spec
 from agents.spec import WorkflowSpec
 from storage import queries
 from tests.fakes.fake_model import FakeModel, Reply
-
-
-def model_spec(fake: FakeModel, *, steps: list[dict[str, Any]] | None = None, **extra: Any) -> WorkflowSpec:
-    """A spec whose model steps talk to the fake model."""
-    base = {"api_base": fake.api_base, "api_key_env": "FAKE_KEY"}
-    steps = steps or [{"name": "only", "model": "openai/gpt-4o-mini", "prompt": "Say hi to {{ inputs.who }}"}]
-    data = {
-        "name": "test-flow",
-        "inputs": {"who": {"type": "string", "default": "world"}},
-        "steps": [({**base, **s} if "model" in s else s) for s in steps],
-        **extra,
-    }
-    return parse_spec(data, "test.yaml")
+from tests.helpers.runs import attempts_of, get_run, outbox_kinds
+from tests.helpers.specs import model_spec
 
 
 async def run_to_rest(engine: Engine, spec: WorkflowSpec, **inputs: Any) -> tuple[str, str]:
@@ -33,14 +21,10 @@ async def run_to_rest(engine: Engine, spec: WorkflowSpec, **inputs: Any) -> tupl
     return run_id, await engine.advance(run_id)
 
 
-async def attempts_of(engine: Engine, run_id: str, step: str | None = None) -> list[Any]:
-    async with engine.db.sessions() as session:
-        return list(await queries.attempts(session=session, run_id=run_id, step=step))
-
-
-async def outbox_kinds(engine: Engine, run_id: str) -> list[str]:
-    async with engine.db.sessions() as session:
-        return [m.kind for m in await queries.outbox_since(session=session, after_id=0, run_id=run_id)]
+def one_checkpoint(fake_model: FakeModel) -> WorkflowSpec:
+    """A draft that waits for U0ALICE, and nothing after it."""
+    return model_spec(fake_model, approvers=["U0ALICE"], steps=[
+        {"name": "draft", "model": "openai/gpt-4o-mini", "prompt": "w", "checkpoint": True}])
 
 
 async def test_a_run_renders_prompts_records_the_attempt_and_succeeds(engine: Engine, fake_model: FakeModel) -> None:
@@ -98,8 +82,7 @@ async def test_permanent_errors_fail_the_step_at_once_without_retry(engine: Engi
     run_id, status = await run_to_rest(engine, spec)
     assert status == "failed"
     assert fake_model.count == 1
-    async with engine.db.sessions() as session:
-        run = await queries.get_run(session=session, run_id=run_id)
+    run = await get_run(engine, run_id)
     assert run.error.startswith("s: ")
 
 
@@ -196,8 +179,7 @@ async def test_an_edit_must_satisfy_the_contract_else_nothing_changes(engine: En
 
 
 async def test_reject_ends_the_run_and_a_second_decision_learns_who_was_first(engine: Engine, fake_model: FakeModel) -> None:
-    spec = model_spec(fake_model, approvers=["U0ALICE"], steps=[
-        {"name": "draft", "model": "openai/gpt-4o-mini", "prompt": "w", "checkpoint": True}])
+    spec = one_checkpoint(fake_model)
     run_id, _ = await run_to_rest(engine, spec)
     await engine.decide(run_id, "draft", action="reject", by="U0ALICE", reason="off brand")
     with pytest.raises(AlreadyDecided) as info:
@@ -209,8 +191,7 @@ async def test_reject_ends_the_run_and_a_second_decision_learns_who_was_first(en
 async def test_racing_decisions_record_exactly_one(engine: Engine, fake_model: FakeModel) -> None:
     import asyncio
 
-    spec = model_spec(fake_model, approvers=["U0ALICE"], steps=[
-        {"name": "draft", "model": "openai/gpt-4o-mini", "prompt": "w", "checkpoint": True}])
+    spec = one_checkpoint(fake_model)
     run_id, _ = await run_to_rest(engine, spec)
     results = await asyncio.gather(
         *(engine.decide(run_id, "draft", action=a, by=f"U0{i}") for i, a in enumerate(["approve", "reject"] * 3)),
@@ -231,8 +212,7 @@ async def test_budget_stops_the_run_before_a_call_that_would_exceed_it(engine: E
     ])
     run_id, status = await run_to_rest(engine, spec)
     assert status == "failed" and fake_model.count == 1  # a cost $0.075; b was never called
-    async with engine.db.sessions() as session:
-        run = await queries.get_run(session=session, run_id=run_id)
+    run = await get_run(engine, run_id)
     assert "budget" in run.error and run.cost_usd == pytest.approx(0.075)
 
 
@@ -265,8 +245,7 @@ async def test_bad_inputs_are_refused_before_anything_is_recorded(engine: Engine
 
 
 async def test_cancel_stops_a_waiting_run(engine: Engine, fake_model: FakeModel) -> None:
-    spec = model_spec(fake_model, approvers=["U0ALICE"], steps=[
-        {"name": "draft", "model": "openai/gpt-4o-mini", "prompt": "w", "checkpoint": True}])
+    spec = one_checkpoint(fake_model)
     run_id, _ = await run_to_rest(engine, spec)
     await engine.cancel(run_id, by="U0ALICE")
     assert await engine.status(run_id) == "cancelled"

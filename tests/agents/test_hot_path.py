@@ -6,19 +6,15 @@ from typing import Any
 
 from agents.engine import Engine
 from storage import queries
-from tests.agents.test_engine import attempts_of, model_spec, outbox_kinds
 from tests.fakes.fake_model import FakeModel, Reply
+from tests.helpers.runs import attempts_of, get_run, outbox_kinds, steps_of
+from tests.helpers.specs import model_spec
 
 THREE = [
     {"name": "one", "model": "openai/gpt-4o-mini", "prompt": "Write about {{ inputs.who }}"},
     {"name": "two", "model": "openai/gpt-4o-mini", "prompt": "Shorten: {{ steps.one.output }}"},
     {"name": "three", "model": "openai/gpt-4o-mini", "prompt": "Title for: {{ steps.two.output }}"},
 ]
-
-
-async def steps_of(engine: Engine, run_id: str) -> list[Any]:
-    async with engine.db.sessions() as session:
-        return list(await queries.step_runs(session=session, run_id=run_id))
 
 
 async def test_three_steps_record_everything_and_announce_in_order(engine: Engine, fake_model: FakeModel) -> None:
@@ -39,8 +35,7 @@ async def test_three_steps_record_everything_and_announce_in_order(engine: Engin
     assert all(s.started_at is not None and s.finished_at is not None and s.awaiting_since is None for s in steps)
     attempts = await attempts_of(engine, run_id)
     assert [(a.step, a.number, a.raw_output) for a in attempts] == [("one", 1, "a"), ("two", 1, "b"), ("three", 1, "c")]
-    async with engine.db.sessions() as session:
-        run = await queries.get_run(session=session, run_id=run_id)
+    run = await get_run(engine, run_id)
     assert run is not None and run.status == "succeeded" and run.lease_owner is None and run.current_step is None
     assert run.tokens_in == sum(a.tokens_in for a in attempts) and run.cost_usd == sum(a.cost_usd for a in attempts)
     assert run.finished_at is not None and run.started_at is not None

@@ -11,8 +11,8 @@ import structlog
 
 from agents.engine import Engine
 from bot.logs import configure_logging, redact_text
-from tests.agents.test_engine import model_spec
 from tests.fakes.fake_model import FakeModel, Reply
+from tests.helpers.specs import model_spec
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from agents.inputs import coerce_inputs, missing_required, parse_assignments
 from agents.loading import load_spec, load_workflows, parse_spec
 from agents.spec import CheckpointSpec, parse_duration
 from agents.templates import context_for, render
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 EXAMPLE = REPO / "workflows" / "content-update.yaml"
 

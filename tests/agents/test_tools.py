@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from agents.engine import Engine
 from agents.errors import CallTimeout, PermanentError, RateLimited, ToolNotFound, TransientError
 from agents.loading import parse_spec
 from agents.tools import call_tool, fetch_page, resolve_tool
-from storage import queries
 from tests.fakes.web_page import WebPage
+from tests.helpers.runs import attempts_of
 
 FLAKY = {"calls": 0}
 
@@ -30,12 +28,6 @@ async def slow_tool(seconds: float) -> str:
 
     await asyncio.sleep(seconds)
     return "late"
-
-
-@pytest.fixture
-def page() -> Iterator[WebPage]:
-    with WebPage() as server:
-        yield server
 
 
 async def test_fetch_page_returns_readable_text_without_scripts_or_chrome(page: WebPage) -> None:
@@ -81,8 +73,7 @@ async def test_a_tool_step_is_retried_and_recorded_like_a_model_step(engine: Eng
         {"name": "flaky", "tool": "tests.agents.test_tools:flaky_tool", "args": {"word": "hello"}}]}, "t.yaml")
     run_id = await engine.start(spec, {}, started_by="t")
     assert await engine.advance(run_id) == "succeeded"
-    async with engine.db.sessions() as session:
-        tried = list(await queries.attempts(session=session, run_id=run_id))
+    tried = await attempts_of(engine, run_id)
     assert [a.error_type for a in tried] == ["TransientError", "TransientError", None]
     assert tried[-1].input == {"tool": "tests.agents.test_tools:flaky_tool", "args": {"word": "hello"}}
     assert tried[-1].parsed_output == "got hello"

@@ -7,8 +7,8 @@ import json
 
 from bot.slack import blocks as bk
 from storage import queries
-from tests.bot.conftest import ALICE, BOSS, CHANNEL, StartBot, buttons, flow, text_of
 from tests.fakes.fake_model import FakeModel, Reply
+from tests.helpers.slack_app import ALICE, BOSS, CHANNEL, StartBot, buttons, flow, stop_bot, text_of
 
 
 def two_steps(fake_model: FakeModel, **extra: object):
@@ -59,12 +59,9 @@ async def test_command_runs_steps_stops_at_the_checkpoint_and_approve_finishes_t
 async def test_a_valid_edit_replaces_the_output_and_says_how_much_changed(start_bot: StartBot, fake_model: FakeModel) -> None:
     fake_model.script(Reply.json({"title": "Owls"}), Reply.text("done"))
     bot = await start_bot(two_steps(fake_model))
-    await bot.command("run writer")
-    await bot.idle()
-    run = await bot.only_run()
+    run = await bot.start_run()
 
-    await bot.click(bk.EDIT, f"{run.id}:draft", user=BOSS)
-    view = (await bot.fake.wait_for_async(lambda f: f.views, what="edit modal"))[-1]
+    view = await bot.open_modal(bk.EDIT, f"{run.id}:draft")
     assert view["callback_id"] == bk.EDIT_MODAL
     assert json.loads(view["blocks"][-1]["element"]["initial_value"]) == {"title": "Owls"}  # prefilled, pretty JSON
 
@@ -82,11 +79,8 @@ async def test_a_valid_edit_replaces_the_output_and_says_how_much_changed(start_
 async def test_an_edit_that_breaks_the_contract_is_refused_inline_and_nothing_changes(start_bot: StartBot, fake_model: FakeModel) -> None:
     fake_model.script(Reply.json({"title": "Owls"}))
     bot = await start_bot(two_steps(fake_model))
-    await bot.command("run writer")
-    await bot.idle()
-    run = await bot.only_run()
-    await bot.click(bk.EDIT, f"{run.id}:draft", user=BOSS)
-    view = (await bot.fake.wait_for_async(lambda f: f.views, what="edit modal"))[-1]
+    run = await bot.start_run()
+    view = await bot.open_modal(bk.EDIT, f"{run.id}:draft")
 
     response = await bot.submit(bk.EDIT_MODAL, view, {"output": {"value": '{"title": "' + "x" * 30 + '"}'}})
     answer = response.json()
@@ -107,12 +101,9 @@ async def test_an_edit_that_breaks_the_contract_is_refused_inline_and_nothing_ch
 async def test_reject_asks_for_a_reason_and_ends_the_run_with_it(start_bot: StartBot, fake_model: FakeModel) -> None:
     fake_model.script(Reply.json({"title": "Owls"}))
     bot = await start_bot(two_steps(fake_model))
-    await bot.command("run writer")
-    await bot.idle()
-    run = await bot.only_run()
+    run = await bot.start_run()
 
-    await bot.click(bk.REJECT, f"{run.id}:draft", user=BOSS)
-    view = (await bot.fake.wait_for_async(lambda f: f.views, what="reject modal"))[-1]
+    view = await bot.open_modal(bk.REJECT, f"{run.id}:draft")
     assert view["callback_id"] == bk.REJECT_MODAL
     response = await bot.submit(bk.REJECT_MODAL, view, {"reason": {"value": ""}})
     assert response.json()["response_action"] == "errors"  # a reason is required
@@ -131,9 +122,7 @@ async def test_reject_asks_for_a_reason_and_ends_the_run_with_it(start_bot: Star
 async def test_an_outsiders_click_is_refused_ephemerally_and_recorded(start_bot: StartBot, fake_model: FakeModel) -> None:
     fake_model.script(Reply.json({"title": "Owls"}))
     bot = await start_bot(two_steps(fake_model))
-    await bot.command("run writer")
-    await bot.idle()
-    run = await bot.only_run()
+    run = await bot.start_run()
 
     await bot.click(bk.APPROVE, f"{run.id}:draft", user="U0MALLORY")
     await bot.click(bk.EDIT, f"{run.id}:draft", user="U0MALLORY")
@@ -176,9 +165,7 @@ async def test_two_clicks_at_once_make_one_decision_and_the_other_is_told_who_wa
     fake_model.script(Reply.json({"title": "Owls"}), Reply.text("done"))
     spec = two_steps(fake_model, approvers=[BOSS, "U0CAROL"])
     bot = await start_bot(spec)
-    await bot.command("run writer")
-    await bot.idle()
-    run = await bot.only_run()
+    run = await bot.start_run()
 
     await asyncio.gather(
         bot.click(bk.APPROVE, f"{run.id}:draft", user=BOSS), bot.click(bk.APPROVE, f"{run.id}:draft", user="U0CAROL")
@@ -198,9 +185,7 @@ async def test_a_user_group_approver_is_resolved_through_usergroups_users_list(s
     fake_model.script(Reply.json({"title": "Owls"}), Reply.text("done"))
     bot = await start_bot(two_steps(fake_model, approvers=["S0EDITORS"]))
     bot.fake.usergroups["S0EDITORS"] = ["U0DAVE"]
-    await bot.command("run writer")
-    await bot.idle()
-    run = await bot.only_run()
+    run = await bot.start_run()
     assert "<!subteam^S0EDITORS>" in text_of(bot.parent(run))
 
     await bot.click(bk.APPROVE, f"{run.id}:draft", user="U0ERIN")  # not in the group
@@ -216,14 +201,10 @@ async def test_a_user_group_approver_is_resolved_through_usergroups_users_list(s
 
 
 async def test_pending_checkpoint_buttons_still_work_after_a_restart(start_bot: StartBot, fake_model: FakeModel) -> None:
-    from tests.bot.conftest import stop_bot
-
     fake_model.script(Reply.json({"title": "Owls"}), Reply.text("done"))
     spec = two_steps(fake_model)
     first = await start_bot(spec)
-    await first.command("run writer")
-    await first.idle()
-    run = await first.only_run()
+    run = await first.start_run()
     await stop_bot(first)
 
     second = await start_bot(spec)

@@ -8,8 +8,10 @@ import pytest
 
 from bot.slack import blocks as bk
 from storage import queries
-from tests.bot.conftest import ALICE, CHANNEL, StartBot, flow, text_of
 from tests.fakes.fake_model import FakeModel, Reply
+from tests.helpers.slack_app import ALICE, CHANNEL, StartBot, flow, text_of
+
+SAY_HI = [{"name": "draft", "model": "openai/gpt-4o-mini", "prompt": "hi"}]
 
 
 def inputs_flow(fake_model: FakeModel, **extra: object):
@@ -59,9 +61,7 @@ async def test_bad_command_input_gets_an_ephemeral_answer_saying_how_to_write_it
 async def test_quoted_values_are_kept_whole(start_bot: StartBot, fake_model: FakeModel) -> None:
     fake_model.script(Reply.text("ok"))
     bot = await start_bot(inputs_flow(fake_model))
-    await bot.command('run writer url=https://example.com/a?b=1&c=2 tone=“very formal” count=5')
-    await bot.idle()
-    run = await bot.only_run()
+    run = await bot.start_run('run writer url=https://example.com/a?b=1&c=2 tone=“very formal” count=5')
     assert run.inputs == {"url": "https://example.com/a?b=1&c=2", "tone": "very formal", "count": 5}
     assert run.status == "succeeded" and run.channel == CHANNEL
 
@@ -72,7 +72,7 @@ async def test_run_without_a_required_input_opens_a_modal_with_the_specs_fields_
     fake_model.script(Reply.text("ok"))
     bot = await start_bot(inputs_flow(fake_model))
     await bot.command("run writer tone=dry", channel="C0HERE")
-    view = (await bot.fake.wait_for_async(lambda f: f.views, what="run modal"))[-1]
+    view = await bot.modal("run modal")
     assert bot.fake.calls_to("views.open")[0].args["trigger_id"] == "T.trigger"
     fields = {b["block_id"]: b for b in view["blocks"] if b["type"] == "input"}
     assert list(fields) == ["input:url", "input:tone", "input:count"]
@@ -100,8 +100,7 @@ async def test_run_without_a_required_input_opens_a_modal_with_the_specs_fields_
 
 async def test_starters_limit_who_may_start_a_workflow(start_bot: StartBot, fake_model: FakeModel) -> None:
     fake_model.script(Reply.text("ok"))
-    bot = await start_bot(flow(fake_model, starters=["U0BOB", "S0STARTERS"],
-                               steps=[{"name": "draft", "model": "openai/gpt-4o-mini", "prompt": "hi"}]))
+    bot = await start_bot(flow(fake_model, starters=["U0BOB", "S0STARTERS"], steps=SAY_HI))
     bot.fake.usergroups["S0STARTERS"] = ["U0CAROL"]
     await bot.command("run writer", user=ALICE)
     await bot.idle()
@@ -155,14 +154,12 @@ async def test_a_refused_run_form_is_answered_inline_and_recorded(start_bot: Sta
 
 async def test_list_status_cancel_and_retry(start_bot: StartBot, fake_model: FakeModel) -> None:
     fake_model.script(Reply.refusal(), Reply.text("fine"))
-    bot = await start_bot(flow(fake_model, steps=[{"name": "draft", "model": "openai/gpt-4o-mini", "prompt": "hi"}]))
+    bot = await start_bot(flow(fake_model, steps=SAY_HI))
     await bot.command("list")
     await bot.idle()
     assert "writer" in bot.fake.ephemerals[-1]["text"]
 
-    await bot.command("run writer")
-    await bot.idle()
-    run = await bot.only_run()
+    run = await bot.start_run()
     assert run.status == "failed"
     await bot.command("status")
     await bot.command(f"status {run.id[:6]}")  # a unique prefix is enough
@@ -197,9 +194,8 @@ async def test_help_lists_every_subcommand(start_bot: StartBot, fake_model: Fake
 )
 async def test_digest_answers_ephemerally(start_bot: StartBot, fake_model: FakeModel) -> None:
     fake_model.script(Reply.text("ok"))
-    bot = await start_bot(flow(fake_model, steps=[{"name": "draft", "model": "openai/gpt-4o-mini", "prompt": "hi"}]))
-    await bot.command("run writer")
-    await bot.idle()
+    bot = await start_bot(flow(fake_model, steps=SAY_HI))
+    await bot.start_run()
     await bot.command("digest 7")
     await bot.idle()
     answer = bot.fake.ephemerals[-1]

@@ -13,14 +13,19 @@ from bot.slack.app import build_client
 from bot.slack.dispatcher import Dispatcher
 from storage.db import Database
 from storage.models import OutboxMessage, utcnow
-from tests.bot.conftest import CHANNEL, TOKEN, StartBot, dispatcher_settings, flow, text_of
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.fakes.fake_slack import FakeSlack
+from tests.helpers.runs import outbox_of
+from tests.helpers.slack_app import CHANNEL, TOKEN, StartBot, dispatcher_settings, flow, text_of
 
 
 async def announce(db: Database, run_id: str | None, announcement: outbox.Announcement, stream: str | None = None) -> None:
     async with db.sessions.begin() as session:
         await outbox.announce(session, run_id, announcement, stream=stream)
+
+
+def dispatcher(db: Database, fake_slack: FakeSlack) -> Dispatcher:
+    return Dispatcher(db, build_client(TOKEN, base_url=fake_slack.api_url), settings=dispatcher_settings())
 
 
 async def test_two_replicas_never_post_the_same_message_twice(db: Database, fake_slack: FakeSlack) -> None:
@@ -30,10 +35,7 @@ async def test_two_replicas_never_post_the_same_message_twice(db: Database, fake
     replicas = [Dispatcher(db, client, settings=dispatcher_settings(owner=f"replica-{i}")) for i in range(3)]
     claimed = await asyncio.gather(*(r.tick() for r in replicas))
     assert sum(claimed) == 6  # each message claimed by exactly one replica
-    async with db.sessions() as session:
-        from storage import queries
-
-        rows = await queries.outbox_since(session=session, after_id=0)
+    rows = await outbox_of(db)
     assert all(r.delivered_at is not None and r.tries == 1 for r in rows)
 
 
@@ -63,9 +65,7 @@ async def test_a_429_is_waited_out_as_retry_after_says(start_bot: StartBot, fake
     await bot.idle()
     bot.fake.rate_limit_next(1, retry_after=1)
     started = time.monotonic()
-    await bot.command("run writer")
-    await bot.idle()
-    run = await bot.only_run()
+    run = await bot.start_run()
     assert run.message_ts and len([m for m in bot.fake.posted(CHANNEL) if "thread_ts" not in m]) == 1
     limited = [c for c in bot.fake.calls if c.status == 429]
     retried = [c for c in bot.fake.calls if c.method == limited[0].method and c.at > limited[0].at]
@@ -75,14 +75,10 @@ async def test_a_429_is_waited_out_as_retry_after_says(start_bot: StartBot, fake
 
 async def test_unknown_kinds_are_marked_delivered_with_a_note(db: Database, fake_slack: FakeSlack) -> None:
     async with db.sessions.begin() as session:
-        from storage import queries
-
         # Written by hand: agents.outbox refuses to write a kind it does not know.
         session.add(OutboxMessage(run_id=None, stream="future", kind="from_the_future", payload={}, created_at=utcnow()))
-    dispatcher = Dispatcher(db, build_client(TOKEN, base_url=fake_slack.api_url), settings=dispatcher_settings())
-    await dispatcher.drain()
-    async with db.sessions() as session:
-        [row] = await queries.outbox_since(session=session, after_id=0)
+    await dispatcher(db, fake_slack).drain()
+    [row] = await outbox_of(db)
     assert row.delivered_at is not None and "unknown kind" in row.last_error
     assert fake_slack.calls == []
 
@@ -94,20 +90,18 @@ async def test_a_digest_announcement_is_posted_to_its_channel(db: Database, fake
 
     digest = await compute_digest(db, now=utcnow(), days=1, workflows=["writer"])
     await announce(db, None, outbox.DigestReady(channel="C0DIGEST", report=digest.to_payload()), stream="digest")
-    dispatcher = Dispatcher(db, build_client(TOKEN, base_url=fake_slack.api_url), settings=dispatcher_settings())
-    await dispatcher.drain()
+    dispatching = dispatcher(db, fake_slack)
+    await dispatching.drain()
     [posted] = fake_slack.posted("C0DIGEST")
     assert "writer" in text_of(posted)
-    await dispatcher.drain()
+    await dispatching.drain()
     assert len(fake_slack.posted("C0DIGEST")) == 1
 
 
 async def test_reminders_and_escalations_mention_the_people_in_the_thread(start_bot: StartBot, fake_model: FakeModel) -> None:
     fake_model.script(Reply.text("draft"))
     bot = await start_bot(flow(fake_model))
-    await bot.command("run writer")
-    await bot.idle()
-    run = await bot.only_run()
+    run = await bot.start_run()
     await announce(bot.db, run.id, outbox.CheckpointReminder(step="draft", mention=["U0BOSS"], waiting_s=0))
     await announce(bot.db, run.id, outbox.CheckpointEscalated(
         step="draft", mention=["S0LEADS"], approvers=["U0BOSS"], on_timeout="reject", waiting_s=0,

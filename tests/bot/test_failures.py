@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from bot.slack import blocks as bk
-from tests.bot.conftest import ALICE, BOSS, CHANNEL, StartBot, buttons, flow, stop_bot, text_of
 from tests.fakes.fake_model import FakeModel, Reply
+from tests.helpers.polling import eventually
+from tests.helpers.slack_app import ALICE, BOSS, CHANNEL, StartBot, buttons, flow, stop_bot, text_of
 
 
 def failing_flow(fake_model: FakeModel, **extra: object):
@@ -22,9 +22,7 @@ async def test_a_failing_step_gets_a_thread_report_with_its_input_and_retry_step
 ) -> None:
     fake_model.script(Reply.status(500), Reply.status(503))
     bot = await start_bot(failing_flow(fake_model))
-    await bot.command("run writer topic=owls")
-    await bot.idle()
-    run = await bot.only_run()
+    run = await bot.start_run("run writer topic=owls")
     assert run.status == "failed"
 
     [report] = [m for m in bot.thread(run) if "failed" in text_of(m)]
@@ -50,13 +48,10 @@ async def test_a_failing_step_gets_a_thread_report_with_its_input_and_retry_step
 async def test_retry_with_edited_input_runs_the_step_with_the_new_prompt(start_bot: StartBot, fake_model: FakeModel) -> None:
     fake_model.script(Reply.refusal())  # permanent: not retried
     bot = await start_bot(failing_flow(fake_model))
-    await bot.command("run writer topic=owls")
-    await bot.idle()
-    run = await bot.only_run()
+    run = await bot.start_run("run writer topic=owls")
     assert run.status == "failed" and fake_model.count == 1
 
-    await bot.click(bk.RETRY_EDITED, f"{run.id}:summarize", user=BOSS)
-    view = (await bot.fake.wait_for_async(lambda f: f.views, what="retry modal"))[-1]
+    view = await bot.open_modal(bk.RETRY_EDITED, f"{run.id}:summarize")
     fields = {b["block_id"]: b["element"].get("initial_value") for b in view["blocks"] if b["type"] == "input"}
     assert fields == {"system": "Be brief.", "prompt": "Summarize owls"}
 
@@ -72,9 +67,7 @@ async def test_retry_with_edited_input_runs_the_step_with_the_new_prompt(start_b
 async def test_abort_cancels_a_failed_run(start_bot: StartBot, fake_model: FakeModel) -> None:
     fake_model.script(Reply.refusal())
     bot = await start_bot(failing_flow(fake_model))
-    await bot.command("run writer")
-    await bot.idle()
-    run = await bot.only_run()
+    run = await bot.start_run()
     await bot.click(bk.ABORT, f"{run.id}:summarize", user="U0MALLORY")  # neither starter nor approver
     await bot.fake.wait_for_async(lambda f: any(e["user"] == "U0MALLORY" for e in f.ephemerals))
     await bot.click(bk.ABORT, f"{run.id}:summarize", user=BOSS)
@@ -98,12 +91,11 @@ async def test_slack_down_during_a_failure_report_it_is_delivered_exactly_once_w
     run = await first.only_run()
     assert run.status == "failed"
     # the failure report waits in the outbox, tried and scheduled again, not lost
-    async with asyncio.timeout(10):
-        while True:
-            pending = [m for m in await first.outbox(run.id) if m.delivered_at is None]
-            if pending and pending[0].tries >= 2:
-                break
-            await asyncio.sleep(0.02)
+    async def retried() -> list | None:
+        pending = [m for m in await first.outbox(run.id) if m.delivered_at is None]
+        return pending if pending and pending[0].tries >= 2 else None
+
+    pending = await eventually(retried, 10, "the failure report to be tried twice", interval=0.02)
     assert "step_failed" in [m.kind for m in pending]  # waiting behind the stream's head, in order
     assert "Connect" in (pending[0].last_error or "") and pending[0].next_try_at is not None
     await stop_bot(first)  # a restart, with Slack still down
@@ -148,9 +140,7 @@ async def test_a_long_input_is_cut_with_a_note_and_attached_as_a_file(start_bot:
     fake_model.script(Reply.refusal())
     bot = await start_bot(failing_flow(fake_model))
     long_topic = "owls " * 1500
-    await bot.command(f'run writer topic="{long_topic}"')
-    await bot.idle()
-    run = await bot.only_run()
+    run = await bot.start_run(f'run writer topic="{long_topic}"')
     [report] = [m for m in bot.thread(run) if "failed" in text_of(m)]
     assert bk.CONTINUED in text_of(report)
     [upload] = bot.fake.uploads

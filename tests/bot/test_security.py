@@ -8,9 +8,9 @@ import pytest
 
 from agents import outbox
 from bot.slack import blocks as bk
-from tests.bot.conftest import BOSS, CHANNEL, SECRET, StartBot, flow, text_of
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.fakes.slack_requests import block_action, slash_command
+from tests.helpers.slack_app import BOSS, CHANNEL, SECRET, StartBot, flow, text_of
 
 
 @pytest.mark.parametrize(
@@ -39,9 +39,7 @@ async def test_a_forged_unsigned_stale_or_tampered_request_gets_401_and_changes_
 async def test_a_forged_click_cannot_approve(start_bot: StartBot, fake_model: FakeModel) -> None:
     fake_model.script(Reply.text("draft"))
     bot = await start_bot(flow(fake_model))
-    await bot.command("run writer")
-    await bot.idle()
-    run = await bot.only_run()
+    run = await bot.start_run()
     response = await bot.post(*block_action("guessed-secret", action_id=bk.APPROVE, value=f"{run.id}:draft", user_id=BOSS))
     assert response.status_code == 401
     await bot.idle()
@@ -52,9 +50,7 @@ async def test_model_output_with_mentions_and_fake_links_is_posted_harmless(star
     evil = "Hey <!channel> and <!here>, ask <@U123> or <!subteam^S999>; log in at <https://evil.test|your bank> & relax"
     fake_model.script(Reply.text(evil))
     bot = await start_bot(flow(fake_model))
-    await bot.command("run writer topic=<!everyone>")
-    await bot.idle()
-    run = await bot.only_run()
+    run = await bot.start_run("run writer topic=<!everyone>")
     everything = "".join(text_of(m) for m in bot.fake.posted()) + "".join(
         str(c.args) for c in bot.fake.calls_to("chat.update")
     )
@@ -70,9 +66,7 @@ async def test_a_long_output_is_cut_with_a_note_and_uploaded_in_the_thread(start
     long_output = "".join(f"line {i}: the owl & the pussycat\n" for i in range(400))  # ~12,000 characters
     fake_model.script(Reply.text(long_output))
     bot = await start_bot(flow(fake_model))
-    await bot.command("run writer")
-    await bot.idle()
-    run = await bot.only_run()
+    run = await bot.start_run()
     [checkpoint] = bot.thread(run)
     assert bk.CONTINUED in text_of(checkpoint)
     assert all(len(b.get("text", {}).get("text", "")) <= 3000 for b in checkpoint["blocks"])
@@ -80,8 +74,7 @@ async def test_a_long_output_is_cut_with_a_note_and_uploaded_in_the_thread(start
     assert upload.content.decode() == long_output.strip()
     assert (upload.channel, upload.thread_ts) == (CHANNEL, run.message_ts)
 
-    await bot.click(bk.EDIT, f"{run.id}:draft", user=BOSS)
-    view = (await bot.fake.wait_for_async(lambda f: f.views, what="edit modal"))[-1]
+    view = await bot.open_modal(bk.EDIT, f"{run.id}:draft")
     assert "only the first 3000 fit here" in str(view["blocks"])
     assert len(view["blocks"][-1]["element"]["initial_value"]) == 3000
 

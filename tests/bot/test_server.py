@@ -7,9 +7,17 @@ import contextlib
 import statistics
 from pathlib import Path
 
+import httpx
+
+from bot.server import serve
+from bot.settings import load_settings
 from storage.db import connect
-from tests.bot.conftest import StartBot, flow
 from tests.fakes.fake_model import FakeModel, Reply
+from tests.fakes.fake_slack import FakeSlack
+from tests.fakes.slack_requests import slash_command
+from tests.helpers.polling import eventually
+from tests.helpers.network import answers_healthz, free_port
+from tests.helpers.slack_app import SECRET, TOKEN, StartBot, flow
 
 
 async def test_healthz_is_200_with_json_when_the_database_answers(start_bot: StartBot, fake_model: FakeModel) -> None:
@@ -44,24 +52,12 @@ async def test_acks_are_fast_even_while_runs_are_working(start_bot: StartBot, fa
 
 async def test_serve_migrates_loads_the_workflows_and_answers_signed_commands(db_url: str, tmp_path: Path) -> None:
     """`overseer serve` as the CLI runs it: settings in, HTTP out."""
-    import socket
-
-    import httpx
-
-    from bot.server import serve
-    from bot.settings import load_settings
-    from tests.bot.conftest import SECRET, TOKEN
-    from tests.fakes.fake_slack import FakeSlack
-    from tests.fakes.slack_requests import slash_command
-
     (tmp_path / "wf").mkdir()
     (tmp_path / "wf" / "hello.yaml").write_text(
         "name: hello\nchannel: C0HELLO\nsteps:\n  - {name: only, tool: fetch_page, args: {url: 'http://127.0.0.1:9'}}\n"
     )
     (tmp_path / "wf" / "broken.yaml").write_text("name: broken\nsteps: []\n")  # skipped with a warning, not fatal
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     with FakeSlack() as fake:
         settings = load_settings(
             slack_bot_token=TOKEN, slack_signing_secret=SECRET, slack_api_url=fake.api_url, database_url=db_url,
@@ -70,14 +66,7 @@ async def test_serve_migrates_loads_the_workflows_and_answers_signed_commands(db
         task = asyncio.create_task(serve(settings))
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-                async with asyncio.timeout(20):
-                    while True:
-                        try:
-                            if (await http.get("/healthz")).status_code == 200:
-                                break
-                        except httpx.TransportError:
-                            pass
-                        await asyncio.sleep(0.05)
+                await eventually(lambda: answers_healthz(http), 20, "overseer serve to answer /healthz")
                 body, headers = slash_command(SECRET, text="list", response_url=fake.response_url("serve"))
                 assert (await http.post("/slack/events", content=body, headers=headers)).status_code == 200
                 answer = await fake.wait_for_async(lambda f: f.ephemerals, what="list answer")

@@ -9,7 +9,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,34 +17,26 @@ from agents.errors import ConfigError, DatabaseUnavailable, OverseerError, StepE
 from bot import cli
 from storage import queries
 from storage.db import Database
-from tests.conftest import REPO
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.fakes.web_page import WebPage
+from tests.helpers.paths import REPO
+from tests.helpers.polling import eventually
+from tests.helpers.processes import overseer_env, spawn_overseer
+from tests.helpers.runs import all_runs, attempts_of, only_run, steps_of
 
 DRAFT = {"title": "Pricing, made simple", "body": "Starter is $10 a month; Pro is $30 with support."}
 
 
-@pytest.fixture
-def page() -> Iterator[WebPage]:
-    with WebPage() as server:
-        yield server
-
-
 def cli_env(db_url: str, fake: FakeModel, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "OVERSEER_", "DATABASE_URL"))}
-    env.update(
+    return overseer_env(
         DATABASE_URL=db_url, OVERSEER_WORKFLOWS=str(REPO / "workflows"), OPENAI_BASE_URL=fake.api_base,
         OPENAI_API_KEY="sk-fake", ANTHROPIC_API_KEY="sk-ant-fake", OVERSEER_RETRY_DELAY_SCALE="0.001",
-        OVERSEER_LEASE_SECONDS="1", LITELLM_LOCAL_MODEL_COST_MAP="True", EDITOR="true", **extra,
+        OVERSEER_LEASE_SECONDS="1", EDITOR="true", **extra,
     )
-    return env
 
 
 async def overseer(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", *args, env=env, cwd=str(REPO),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await spawn_overseer(env, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode or 0, out.decode(), err.decode()
 
@@ -68,21 +59,6 @@ def content_model(fake: FakeModel, *, hang_first_draft: threading.Event | None =
 
 def draft_requests(fake: FakeModel) -> int:
     return sum(1 for r in fake.requests if "Rewrite this page" in json.dumps(r.body))
-
-
-async def wait_until(predicate: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
-async def only_run(db: Database) -> Any:
-    async with db.sessions() as session:
-        runs = await queries.list_runs(session=session)
-    return runs[0] if len(runs) == 1 else None
 
 
 async def test_the_example_workflow_runs_end_to_end_and_every_attempt_is_visible(
@@ -117,12 +93,10 @@ async def test_a_run_killed_mid_step_continues_after_restart_without_repeating_c
     release = threading.Event()
     content_model(fake_model, hang_first_draft=release)
     env = cli_env(db_url, fake_model)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "run", "content-update", f"url={page.url()}", "--yes", env=env, cwd=str(REPO),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )
+    proc = await spawn_overseer(env, "run", "content-update", f"url={page.url()}", "--yes",
+                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
-        await wait_until(lambda: _true(draft_requests(fake_model) == 1))
+        await eventually(lambda: draft_requests(fake_model) == 1, 30, "the first draft to be asked for")
         os.kill(proc.pid, signal.SIGKILL)
         await proc.wait()
     finally:
@@ -135,9 +109,8 @@ async def test_a_run_killed_mid_step_continues_after_restart_without_repeating_c
     assert f"run {run.id} succeeded" in out
     assert page.hits == ["/pricing"]  # the completed crawl was not repeated
     assert draft_requests(fake_model) == 2  # the interrupted draft ran again, once
-    async with db.sessions() as session:
-        steps = {s.step: s.status for s in await queries.step_runs(session=session, run_id=run.id)}
-        tried = [a.step for a in await queries.attempts(session=session, run_id=run.id)]
+    steps = {s.step: s.status for s in await steps_of(db, run.id)}
+    tried = [a.step for a in await attempts_of(db, run.id)]
     assert steps == {"crawl": "succeeded", "draft": "approved", "seo-audit": "succeeded"}
     assert tried == ["crawl", "draft", "seo-audit"]
 
@@ -147,16 +120,14 @@ async def test_a_pending_approval_survives_a_kill_and_can_still_be_decided(
 ) -> None:
     content_model(fake_model)
     env = cli_env(db_url, fake_model)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "run", "content-update", f"url={page.url()}", env=env, cwd=str(REPO),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )
+    proc = await spawn_overseer(env, "run", "content-update", f"url={page.url()}", stdin=asyncio.subprocess.PIPE,
+                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
 
     async def waiting() -> bool:
-        run = await only_run(db)
-        return run is not None and run.status == "awaiting_approval"
+        runs = await all_runs(db)
+        return len(runs) == 1 and runs[0].status == "awaiting_approval"
 
-    await wait_until(waiting)
+    await eventually(waiting, 30, "the run to wait for approval")
     os.kill(proc.pid, signal.SIGKILL)
     await proc.wait()
     run = await only_run(db)
@@ -233,10 +204,6 @@ async def test_help_answers_fast_without_importing_litellm() -> None:
     assert proc.returncode == 0 and b"overseer" in out
     assert b"litellm" not in err and b"slack_bolt" not in err
     print(f"overseer --help took {time.perf_counter() - started:.2f}s")
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 @pytest.mark.parametrize(

@@ -402,24 +402,23 @@ class FakeSlack(LoopbackServer):
     def wait_for(self, predicate: Callable[[FakeSlack], Any], timeout: float = 5, what: str = "") -> Any:
         """Poll until predicate(fake) is truthy and return it; AssertionError after `timeout`."""
         deadline = time.monotonic() + timeout
-        while True:
-            result = predicate(self)
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(self._timeout_message(predicate, timeout, what))
+        while not (result := self._check(predicate, deadline, timeout, what)):
             time.sleep(0.01)
+        return result
 
     async def wait_for_async(self, predicate: Callable[[FakeSlack], Any], timeout: float = 5, what: str = "") -> Any:
         """Like wait_for, but yields to the event loop (for an app running in the same loop)."""
         deadline = time.monotonic() + timeout
-        while True:
-            result = predicate(self)
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(self._timeout_message(predicate, timeout, what))
+        while not (result := self._check(predicate, deadline, timeout, what)):
             await asyncio.sleep(0.01)
+        return result
+
+    def _check(self, predicate: Callable[[FakeSlack], Any], deadline: float, timeout: float, what: str) -> Any:
+        """predicate(fake) once; once `deadline` has passed, a falsy answer is an AssertionError naming recent traffic."""
+        result = predicate(self)
+        if not result and time.monotonic() > deadline:
+            raise AssertionError(self._timeout_message(predicate, timeout, what))
+        return result
 
     def _timeout_message(self, predicate: Callable[..., Any], timeout: float, what: str) -> str:
         with self._lock:
@@ -572,8 +571,7 @@ class FakeSlack(LoopbackServer):
 
     def _view_open(self, args: Args) -> Answer:
         view = args.get("view")
-        problems = view_problems(view)
-        if problems:
+        if problems := view_problems(view):
             return _failure("invalid_arguments", problems)
         if not args.get("trigger_id"):
             return _failure("invalid_trigger_id")
@@ -584,8 +582,7 @@ class FakeSlack(LoopbackServer):
 
     def _view_update(self, args: Args) -> Answer:
         view = args.get("view")
-        problems = view_problems(view)
-        if problems:
+        if problems := view_problems(view):
             return _failure("invalid_arguments", problems)
         view_id = args.get("view_id") or self._view_id_by_external(args.get("external_id"))
         if view_id not in self._views:

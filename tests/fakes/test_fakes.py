@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -27,15 +26,13 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture
-def model() -> Iterator[FakeModel]:
-    with FakeModel() as fake:
-        yield fake
+def model(fake_model: FakeModel) -> FakeModel:
+    return fake_model
 
 
 @pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    with FakeSlack() as fake:
-        yield fake
+def slack(fake_slack: FakeSlack) -> FakeSlack:
+    return fake_slack
 
 
 async def complete(fake: FakeModel, model: str = "openai/gpt-4o-mini") -> litellm.ModelResponse:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from agents.engine import Engine, EngineSettings
 
 
 class Clock:
@@ -19,6 +22,11 @@ class Clock:
     def set(self, when: datetime) -> datetime:
         self.now = when
         return self.now
+
+
+def clocked_engine(db: Any, clock: Clock, owner: str = "test-owner") -> Engine:
+    """An engine on `db` whose time is `clock`, with tiny retry delays."""
+    return Engine(db, settings=EngineSettings(owner=owner, lease_seconds=5.0, delay_scale=0.001), clock=clock)
 
 
 async def write_draft(**_: object) -> str:

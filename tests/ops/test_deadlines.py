@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from agents.deadlines import check_deadlines
 from agents.digest import compute_digest
-from agents.engine import Engine, EngineSettings
+from agents.engine import Engine
 from agents.loading import parse_spec
 from agents.spec import WorkflowSpec
 from storage import queries
-from storage.db import connect
-from tests.ops.clock import Clock
+from storage.db import Database
+from tests.helpers.runs import outbox_of
+from tests.ops.clock import Clock, clocked_engine
 
 
 def spec_with(checkpoint: Any) -> WorkflowSpec:
@@ -33,17 +36,21 @@ async def waiting_run(engine: Engine, spec: WorkflowSpec) -> str:
 
 
 async def announcements(engine: Engine, run_id: str) -> list[tuple[str, dict[str, Any]]]:
-    async with engine.db.sessions() as session:
-        return [(m.kind, m.payload) for m in await queries.outbox_since(session=session, after_id=0, run_id=run_id)]
+    return [(m.kind, m.payload) for m in await outbox_of(engine, run_id)]
 
 
-def clocked_engine(db: Any, clock: Clock, owner: str = "test-owner") -> Engine:
-    return Engine(db, settings=EngineSettings(owner=owner, lease_seconds=5.0, delay_scale=0.001), clock=clock)
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
 
 
-async def test_approvers_are_reminded_once_after_remind_after(db) -> None:  # type: ignore[no-untyped-def]
-    clock = Clock()
-    engine = clocked_engine(db, clock)
+@pytest.fixture
+def engine(db: Database, clock: Clock) -> Engine:
+    """The engine, on the clock the test moves."""
+    return clocked_engine(db, clock)
+
+
+async def test_approvers_are_reminded_once_after_remind_after(db: Database, engine: Engine, clock: Clock) -> None:
     run_id = await waiting_run(engine, spec_with(DEADLINES))
     assert await check_deadlines(engine.db, now=clock.advance(hours=1, minutes=59)) == []
     assert await check_deadlines(engine.db, now=clock.advance(minutes=1)) == [f"reminded {run_id}/draft"]
@@ -55,9 +62,7 @@ async def test_approvers_are_reminded_once_after_remind_after(db) -> None:  # ty
     assert step.reminded_at == clock.now.replace(minute=0) and step.escalated_at is None
 
 
-async def test_at_the_timeout_the_run_is_escalated_and_ends_expired_not_rejected(db) -> None:  # type: ignore[no-untyped-def]
-    clock = Clock()
-    engine = clocked_engine(db, clock)
+async def test_at_the_timeout_the_run_is_escalated_and_ends_expired_not_rejected(db: Database, engine: Engine, clock: Clock) -> None:
     run_id = await waiting_run(engine, spec_with(DEADLINES))
     await check_deadlines(engine.db, now=clock.advance(hours=2))
     done = await check_deadlines(engine.db, now=clock.advance(hours=2))
@@ -77,9 +82,7 @@ async def test_at_the_timeout_the_run_is_escalated_and_ends_expired_not_rejected
     assert (flow.expired, flow.rejected, flow.checkpoint_expired, flow.escalations_held) == (1, 0, 1, 0)
 
 
-async def test_with_hold_the_escalation_is_recorded_and_the_checkpoint_keeps_waiting(db) -> None:  # type: ignore[no-untyped-def]
-    clock = Clock()
-    engine = clocked_engine(db, clock)
+async def test_with_hold_the_escalation_is_recorded_and_the_checkpoint_keeps_waiting(db: Database, engine: Engine, clock: Clock) -> None:
     run_id = await waiting_run(engine, spec_with({**DEADLINES, "on_timeout": "hold"}))
     done = await check_deadlines(engine.db, now=clock.advance(hours=5))
     assert done == [f"escalated {run_id}/draft (hold)"]  # the overdue reminder is folded into the escalation
@@ -94,42 +97,33 @@ async def test_with_hold_the_escalation_is_recorded_and_the_checkpoint_keeps_wai
     assert outcome.run_status == "queued"
 
 
-async def test_a_plain_checkpoint_has_no_deadlines(db) -> None:  # type: ignore[no-untyped-def]
-    clock = Clock()
-    engine = clocked_engine(db, clock)
+async def test_a_plain_checkpoint_has_no_deadlines(engine: Engine, clock: Clock) -> None:
     run_id = await waiting_run(engine, spec_with(True))
     assert await check_deadlines(engine.db, now=clock.advance(days=30)) == []
     assert await engine.status(run_id) == "awaiting_approval"
 
 
-async def test_a_decided_checkpoint_is_left_alone(db) -> None:  # type: ignore[no-untyped-def]
-    clock = Clock()
-    engine = clocked_engine(db, clock)
+async def test_a_decided_checkpoint_is_left_alone(engine: Engine, clock: Clock) -> None:
     run_id = await waiting_run(engine, spec_with(DEADLINES))
     await engine.decide(run_id, "draft", action="reject", by="U0ALICE")
     assert await check_deadlines(engine.db, now=clock.advance(hours=5)) == []
     assert await engine.status(run_id) == "rejected"
 
 
-async def test_two_checkers_at_once_remind_once_and_expire_once(db_url: str) -> None:
-    clock = Clock()
-    first, second = connect(db_url), connect(db_url)
-    try:
-        a, b = clocked_engine(first, clock, "replica-a"), clocked_engine(second, clock, "replica-b")
-        runs = [await waiting_run(a, spec_with(DEADLINES)) for _ in range(3)]
-        now = clock.advance(hours=2)
-        done = await asyncio.gather(*(check_deadlines(e.db, now=now) for e in (a, b, a, b)))
-        assert sorted(x for d in done for x in d) == sorted(f"reminded {r}/draft" for r in runs)
-        now = clock.advance(hours=2)
-        done = await asyncio.gather(*(check_deadlines(e.db, now=now) for e in (a, b, a, b)))
-        flat = [x for d in done for x in d]
-        assert sorted(x for x in flat if x.startswith("expired")) == sorted(f"expired {r}/draft" for r in runs)
-        assert len([x for x in flat if x.startswith("escalated")]) == 3
-        for run_id in runs:
-            kinds = [k for k, _ in await announcements(a, run_id)]
-            assert kinds.count("checkpoint_reminder") == 1
-            assert kinds.count("checkpoint_escalated") == 1
-            assert kinds.count("run_finished") == 1
-    finally:
-        await first.dispose()
-        await second.dispose()
+async def test_two_checkers_at_once_remind_once_and_expire_once(two_databases: tuple[Database, Database], clock: Clock) -> None:
+    first, second = two_databases
+    a, b = clocked_engine(first, clock, "replica-a"), clocked_engine(second, clock, "replica-b")
+    runs = [await waiting_run(a, spec_with(DEADLINES)) for _ in range(3)]
+    now = clock.advance(hours=2)
+    done = await asyncio.gather(*(check_deadlines(e.db, now=now) for e in (a, b, a, b)))
+    assert sorted(x for d in done for x in d) == sorted(f"reminded {r}/draft" for r in runs)
+    now = clock.advance(hours=2)
+    done = await asyncio.gather(*(check_deadlines(e.db, now=now) for e in (a, b, a, b)))
+    flat = [x for d in done for x in d]
+    assert sorted(x for x in flat if x.startswith("expired")) == sorted(f"expired {r}/draft" for r in runs)
+    assert len([x for x in flat if x.startswith("escalated")]) == 3
+    for run_id in runs:
+        kinds = [k for k, _ in await announcements(a, run_id)]
+        assert kinds.count("checkpoint_reminder") == 1
+        assert kinds.count("checkpoint_escalated") == 1
+        assert kinds.count("run_finished") == 1

@@ -7,12 +7,8 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import sys
 import threading
-import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +22,11 @@ from agents.loading import load_spec
 from storage import queries
 from storage.db import Database
 from storage.models import Attempt, ChatMessage, Claim, OutboxMessage, Run, utcnow
-from tests.conftest import REPO
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.fakes.fake_slack import FakeSlack
+from tests.helpers.network import answers_healthz, free_port
+from tests.helpers.polling import eventually
+from tests.helpers.processes import overseer_env, spawn_overseer
 
 SPEC = """
 name: minutely
@@ -50,18 +48,6 @@ steps:
 PG_ONLY = pytest.mark.parametrize("db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def fake_slack() -> Iterator[FakeSlack]:
-    with FakeSlack() as fake:
-        yield fake
-
-
 class Replica:
     """One `overseer serve` subprocess."""
 
@@ -72,10 +58,7 @@ class Replica:
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> Replica:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "serve", env=self.env, cwd=str(REPO),
-            stdin=asyncio.subprocess.DEVNULL, stdout=self.log.open("wb"), stderr=asyncio.subprocess.STDOUT,
-        )
+        self.proc = await spawn_overseer(self.env, "serve", stdout=self.log.open("wb"), stderr=asyncio.subprocess.STDOUT)
         return self
 
     @property
@@ -84,17 +67,13 @@ class Replica:
         return self.proc.pid
 
     async def healthy(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
         async with httpx.AsyncClient() as client:
-            while time.monotonic() < deadline:
+
+            async def up() -> bool:
                 assert self.proc is not None and self.proc.returncode is None, self.log.read_text()[-3000:]
-                try:
-                    if (await client.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1)).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.2)
-        raise AssertionError(f"replica did not become healthy:\n{self.log.read_text()[-3000:]}")
+                return await answers_healthz(client, f"http://127.0.0.1:{self.port}/healthz")
+
+            await eventually(up, timeout, lambda: f"the replica to become healthy:\n{self.log.read_text()[-3000:]}", interval=0.2)
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -107,23 +86,12 @@ class Replica:
 
 
 def serve_env(db_url: str, workflows: Path, fake_model: FakeModel, fake_slack: FakeSlack) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "OVERSEER_", "DATABASE_URL"))}
-    return env | {
-        "DATABASE_URL": db_url, "OVERSEER_WORKFLOWS": str(workflows), "SLACK_BOT_TOKEN": "xoxb-test",
-        "SLACK_SIGNING_SECRET": "test-secret", "SLACK_API_URL": fake_slack.api_url, "OPENAI_BASE_URL": fake_model.api_base,
-        "OPENAI_API_KEY": "sk-fake", "OVERSEER_LEASE_SECONDS": "3", "OVERSEER_POLL_SECONDS": "0.2",
-        "OVERSEER_RETRY_DELAY_SCALE": "0.01", "OVERSEER_LOG_FORMAT": "json", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-    }
-
-
-async def eventually(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return overseer_env(
+        DATABASE_URL=db_url, OVERSEER_WORKFLOWS=str(workflows), SLACK_BOT_TOKEN="xoxb-test",
+        SLACK_SIGNING_SECRET="test-secret", SLACK_API_URL=fake_slack.api_url, OPENAI_BASE_URL=fake_model.api_base,
+        OPENAI_API_KEY="sk-fake", OVERSEER_LEASE_SECONDS="3", OVERSEER_POLL_SECONDS="0.2",
+        OVERSEER_RETRY_DELAY_SCALE="0.01", OVERSEER_LOG_FORMAT="json",
+    )
 
 
 @PG_ONLY

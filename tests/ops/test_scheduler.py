@@ -10,15 +10,14 @@ import pytest
 from sqlalchemy import select
 from structlog.testing import capture_logs
 
-from agents.engine import Engine, EngineSettings
 from agents.errors import InvalidInputs, SpecError
 from agents.loading import parse_spec
 from agents.spec import WorkflowSpec
 from bot.scheduler import Scheduler, crontab_trigger, fire_times
-from storage import queries
-from storage.db import Database, connect
+from storage.db import Database
 from storage.models import Claim, OutboxMessage
-from tests.ops.clock import Clock
+from tests.helpers.runs import all_runs as scheduled_runs
+from tests.ops.clock import Clock, clocked_engine
 
 
 class CountingRunner:
@@ -39,14 +38,9 @@ def scheduled(cron: str = "*/5 * * * *", tz: str = "UTC", **extra: Any) -> Workf
 
 
 def make(db: Database, clock: Clock, spec: WorkflowSpec, owner: str = "replica-a", **kw: Any) -> tuple[Scheduler, CountingRunner]:
-    engine = Engine(db, settings=EngineSettings(owner=owner, lease_seconds=5.0), clock=clock)
+    engine = clocked_engine(db, clock, owner)
     runner = CountingRunner()
     return Scheduler(db=db, engine=engine, runner=runner, specs={spec.name: spec}, owner=owner, clock=clock, **kw), runner
-
-
-async def scheduled_runs(db: Database) -> list[Any]:
-    async with db.sessions() as session:
-        return list(await queries.list_runs(session=session, limit=1000))
 
 
 async def claim_keys(db: Database) -> list[str]:
@@ -72,18 +66,14 @@ async def test_a_tick_fires_one_scheduled_run_once(db: Database) -> None:
         "schedule:every-five:2026-03-02T10:00:00+00:00", "schedule:every-five:2026-03-02T10:05:00+00:00"]
 
 
-async def test_two_schedulers_on_one_database_fire_a_tick_once(db_url: str) -> None:
+async def test_two_schedulers_on_one_database_fire_a_tick_once(two_databases: tuple[Database, Database]) -> None:
     clock = Clock(T0)
-    first, second = connect(db_url), connect(db_url)
-    try:
-        a, _ = make(first, clock, scheduled(), owner="replica-a")
-        b, _ = make(second, clock, scheduled(), owner="replica-b")
-        results = await asyncio.gather(a.fire_due(), b.fire_due(), a.fire_due(), b.fire_due())
-        assert sum(len(r) for r in results) == 1
-        assert len(await scheduled_runs(first)) == 1
-    finally:
-        await first.dispose()
-        await second.dispose()
+    first, second = two_databases
+    a, _ = make(first, clock, scheduled(), owner="replica-a")
+    b, _ = make(second, clock, scheduled(), owner="replica-b")
+    results = await asyncio.gather(a.fire_due(), b.fire_due(), a.fire_due(), b.fire_due())
+    assert sum(len(r) for r in results) == 1
+    assert len(await scheduled_runs(first)) == 1
 
 
 async def test_missed_ticks_within_the_grace_window_run_once(db: Database) -> None:
@@ -138,27 +128,23 @@ def test_schedule_inputs_are_checked_when_the_spec_loads() -> None:
         scheduled(inputs={"url": {"type": "string", "required": True}})
 
 
-async def test_the_digest_is_announced_once_a_day_across_replicas(db_url: str) -> None:
+async def test_the_digest_is_announced_once_a_day_across_replicas(two_databases: tuple[Database, Database]) -> None:
     clock = Clock(datetime(2026, 3, 2, 9, 0, 30, tzinfo=timezone.utc))
-    first, second = connect(db_url), connect(db_url)
-    try:
-        kw = {"digest_cron": "0 9 * * *", "digest_tz": "Europe/London", "digest_channel": "C0DIGEST"}
-        a, _ = make(first, clock, scheduled(), owner="replica-a", **kw)
-        b, _ = make(second, clock, scheduled(), owner="replica-b", **kw)
-        assert sorted(await asyncio.gather(a.fire_digest(), b.fire_digest())) == [False, True]
-        assert await a.fire_digest(clock.advance(minutes=10)) is False
-        assert await b.fire_digest(clock.advance(days=1)) is True
-        async with first.sessions() as session:
-            messages = (await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))).all()
-        assert [(m.kind, m.stream, m.run_id) for m in messages] == [("digest", "digest", None)] * 2
-        payload = messages[0].payload
-        assert payload["channel"] == "C0DIGEST" and payload["days"] == 1
-        assert payload["window_end"] == "2026-03-02T09:00:00+00:00"
-        assert [w["workflow"] for w in payload["workflows"]] == ["every-five"]
-        assert await claim_keys(first) == ["digest:2026-03-02", "digest:2026-03-03"]
-    finally:
-        await first.dispose()
-        await second.dispose()
+    first, second = two_databases
+    kw = {"digest_cron": "0 9 * * *", "digest_tz": "Europe/London", "digest_channel": "C0DIGEST"}
+    a, _ = make(first, clock, scheduled(), owner="replica-a", **kw)
+    b, _ = make(second, clock, scheduled(), owner="replica-b", **kw)
+    assert sorted(await asyncio.gather(a.fire_digest(), b.fire_digest())) == [False, True]
+    assert await a.fire_digest(clock.advance(minutes=10)) is False
+    assert await b.fire_digest(clock.advance(days=1)) is True
+    async with first.sessions() as session:
+        messages = (await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))).all()
+    assert [(m.kind, m.stream, m.run_id) for m in messages] == [("digest", "digest", None)] * 2
+    payload = messages[0].payload
+    assert payload["channel"] == "C0DIGEST" and payload["days"] == 1
+    assert payload["window_end"] == "2026-03-02T09:00:00+00:00"
+    assert [w["workflow"] for w in payload["workflows"]] == ["every-five"]
+    assert await claim_keys(first) == ["digest:2026-03-02", "digest:2026-03-03"]
 
 
 async def test_without_a_digest_channel_the_digest_is_skipped_with_a_log_line(db: Database) -> None:
