@@ -16,6 +16,7 @@ from agents.contract import check_output, contract_instructions
 from agents.errors import BadOutput, BudgetExceeded, CallTimeout, StepError
 from agents.retry import retrying
 from agents.spec import ModelStep, ToolStep, WorkflowSpec
+from agents.text import as_text
 from agents.tools import call_tool
 from storage.models import Attempt, Run, StepRun
 
@@ -129,7 +130,7 @@ class StepCaller:
                 outcome = _Outcome(raw=value if isinstance(value, str) else None, model_used=target)
                 parsed = check_output(step.output, value)
                 if outcome.raw is None:
-                    outcome = _Outcome(raw=_to_text(value), model_used=target)
+                    outcome = _Outcome(raw=as_text(value, indent=None), model_used=target)
         except BudgetExceeded:
             raise  # no call was made: nothing to record as an attempt
         except StepError as exc:
@@ -206,9 +207,3 @@ class StepCaller:
                 update(Attempt).where(Attempt.id == state.last_attempt_id).values(backoff_s=delay)
                 .execution_options(synchronize_session=False)
             )
-
-
-def _to_text(value: Any) -> str:
-    import json
-
-    return json.dumps(value, ensure_ascii=False, default=str)

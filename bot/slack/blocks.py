@@ -1,4 +1,5 @@
-"""Block Kit builders. Every Slack limit is enforced here, by construction; untrusted text is escaped.
+"""Block Kit builders. Every Slack limit (bot/slack/limits.py) is enforced here, by construction; untrusted
+text is escaped.
 
 Nothing in this module talks to Slack or the database: it turns plain values (and ORM rows read by the
 caller) into `(text, blocks)` pairs and modal views.
@@ -11,28 +12,17 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
+
+from bot.format import decision, duration, money, readable, run_state, span, step_icon
+from bot.slack.limits import (
+    ACTION_ELEMENTS, BUTTON_TEXT, BUTTON_VALUE, CONTEXT_ELEMENTS, HEADER_TEXT, ID_LENGTH, INPUT_LENGTH, MAX_BLOCKS,
+    MAX_MODAL_BLOCKS, MESSAGE_TEXT, MODAL_TITLE, PRIVATE_METADATA, SECTION_TEXT,
+)
+from bot.slack.mrkdwn import cut, cut_escaped, escape_mrkdwn
 from storage.status import FINISHED_RUN, RunStatus, StepStatus
-
-# --- Slack's limits (shared/slack-facts.md) ----------------------------------------------------
-
-MAX_BLOCKS = 50
-MAX_MODAL_BLOCKS = 100
-SECTION_TEXT = 3000
-FIELD_TEXT = 2000
-HEADER_TEXT = 150
-BUTTON_TEXT = 75
-BUTTON_VALUE = 2000
-ID_LENGTH = 255
-MODAL_TITLE = 24
-PRIVATE_METADATA = 3000
-INPUT_LENGTH = 3000
-CONTEXT_ELEMENTS = 10
-ACTION_ELEMENTS = 25
-MESSAGE_TEXT = 40000
 
 CONTINUED = "… continued in the attached file"
 
-_PARTIAL_ENTITY = re.compile(r"&[a-z]{0,3}$")
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _GROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
 
@@ -54,27 +44,6 @@ RETRY_MODAL = "failure_retry_edited"
 # --- text --------------------------------------------------------------------------------------
 
 
-def escape_mrkdwn(text: Any) -> str:
-    """Escape &, < and > (and nothing else) so untrusted text cannot mention, ping or fake a link."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def cut(text: str, limit: int, suffix: str = "…") -> str:
-    """`text` if it fits in `limit` characters, else its start and `suffix` (the whole within limit)."""
-    if len(text) <= limit:
-        return text
-    head = text[: max(limit - len(suffix), 0)]
-    return (head + suffix)[:limit]
-
-
-def cut_escaped(text: str, limit: int, suffix: str = "…") -> str:
-    """Like `cut` for already-escaped mrkdwn: never leaves half an `&amp;` entity at the end."""
-    if len(text) <= limit:
-        return text
-    head = _PARTIAL_ENTITY.sub("", text[: max(limit - len(suffix), 0)])
-    return (head + suffix)[:limit]
-
-
 def mention(ref: str | None) -> str:
     """`<@U…>` for a user, `<!subteam^S…>` for a group, the escaped word otherwise ("cli", "schedule")."""
     if not ref:
@@ -91,13 +60,6 @@ def mentions(refs: Iterable[str]) -> str:
     return ", ".join(mention(r) for r in dict.fromkeys(refs))
 
 
-def as_text(value: Any) -> str:
-    """An output or input as a person reads it (JSON pretty-printed)."""
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=2, default=str)
-
-
 def when(value: datetime | str | None) -> str:
     """A short UTC time."""
     if value is None:
@@ -110,24 +72,9 @@ def when(value: datetime | str | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def seconds(value: float | None) -> str:
-    """1.2 s, 3 m 4 s, 2 h 5 m."""
-    if value is None:
-        return "–"
-    if value < 60:
-        return f"{value:.1f} s"
-    if value < 3600:
-        return f"{int(value // 60)} m {int(value % 60)} s"
-    return f"{int(value // 3600)} h {int((value % 3600) // 60)} m"
-
-
-def money(value: float | None) -> str:
-    return f"${(value or 0.0):.4f}"
-
-
 def code_block(raw: Any, limit: int = SECTION_TEXT - 200) -> tuple[str, bool]:
     """(mrkdwn code block of the escaped text within `limit`, whether it had to be cut)."""
-    body = escape_mrkdwn(as_text(raw)) or " "
+    body = escape_mrkdwn(readable(raw)) or " "
     room = limit - 8
     if len(body) <= room:
         return f"```{body}```", False
@@ -158,10 +105,6 @@ def header(text: str) -> dict[str, Any]:
 
 def context(*texts: str) -> dict[str, Any]:
     return {"type": "context", "elements": [md(t) for t in texts[:CONTEXT_ELEMENTS]]}
-
-
-def divider() -> dict[str, Any]:
-    return {"type": "divider"}
 
 
 def block_id(value: str) -> str:
@@ -229,29 +172,6 @@ def parse_value(value: str) -> tuple[str, str]:
 
 # --- the run's parent message --------------------------------------------------------------------
 
-_RUN_STATE = {
-    "queued": "⏳ queued",
-    "running": "⟳ running",
-    "awaiting_approval": "⏸ waiting for approval",
-    "succeeded": "✓ succeeded",
-    "failed": "✗ failed",
-    "rejected": "✗ rejected",
-    "cancelled": "⊘ cancelled",
-    "expired": "✗ expired",
-}
-_STEP_ICON = {
-    "pending": "·",
-    "running": "⟳",
-    "succeeded": "✓",
-    "approved": "✓",
-    "edited": "✓",
-    "failed": "✗",
-    "awaiting_approval": "⏸",
-    "rejected": "✗",
-    "expired": "✗",
-}
-
-
 def started_by(run: Any) -> str:
     if run.trigger == "schedule" or run.started_by == "schedule":
         return "schedule"
@@ -266,19 +186,19 @@ def waiting_for(spec: Mapping[str, Any]) -> list[str]:
 
 def parent_message(run: Any, steps: Sequence[Any], attempt_counts: Mapping[str, int]) -> tuple[str, list[dict[str, Any]]]:
     """The run's one message: each step's state, attempts, duration and cost; who started it; the state."""
-    state = _RUN_STATE.get(run.status, escape_mrkdwn(run.status))
+    state = escape_mrkdwn(run_state(run.status))
     title = f"{run.workflow} · run {run.id}"
     lines = []
     approvers = waiting_for(run.spec or {})
     for step in steps:
-        icon = _STEP_ICON.get(step.status, "·")
+        icon = step_icon(step.status)
         name = f"*{escape_mrkdwn(step.step)}*"
         parts = [f"{icon} {name}"]
         tries = attempt_counts.get(step.step, step.attempts or 0)
         if tries:
             parts.append(f"{tries} attempt{'s' if tries != 1 else ''}")
         if step.started_at and step.finished_at:
-            parts.append(seconds((step.finished_at - step.started_at).total_seconds()))
+            parts.append(span(step.started_at, step.finished_at))
         if step.cost_usd:
             parts.append(money(step.cost_usd))
         if step.status == StepStatus.AWAITING_APPROVAL:
@@ -291,7 +211,7 @@ def parent_message(run: Any, steps: Sequence[Any], attempt_counts: Mapping[str, 
     blocks = [header(title)]
     summary = f"*State:* {state} · started by {started_by(run)} · cost {money(run.cost_usd)}"
     if run.started_at and run.finished_at:
-        summary += f" · took {seconds((run.finished_at - run.started_at).total_seconds())}"
+        summary += f" · took {span(run.started_at, run.finished_at)}"
     blocks.append(section(summary))
     blocks.extend(sections(lines))
     if run.inputs:
@@ -306,7 +226,7 @@ def parent_message(run: Any, steps: Sequence[Any], attempt_counts: Mapping[str, 
 def parent_plain(run: Any, steps: Sequence[Any]) -> str:
     """The plain-text fallback of the parent message."""
     lines = [f"{run.workflow} · run {run.id} · {run.status} · started by {started_by(run)}"]
-    lines += [f"{_STEP_ICON.get(s.status, '·')} {escape_mrkdwn(s.step)}: {s.status}" for s in steps]
+    lines += [f"{step_icon(s.status)} {escape_mrkdwn(s.step)}: {s.status}" for s in steps]
     return message_text("\n".join(lines))
 
 
@@ -319,7 +239,7 @@ def checkpoint_message(run_id: str, step: str, output: Any, approvers: Sequence[
     who = mentions(approvers) or "an approver"
     value = value_of(run_id, step)
     blocks = [
-        section(f"⏸ *Checkpoint `{escape_mrkdwn(step)}`* is waiting for {who}. Approve, edit or reject its output:"),
+        section(f"{step_icon(StepStatus.AWAITING_APPROVAL)} *Checkpoint `{escape_mrkdwn(step)}`* is waiting for {who}. Approve, edit or reject its output:"),
         section(body),
         actions(
             f"checkpoint:{run_id}:{step}",
@@ -335,10 +255,7 @@ def checkpoint_message(run_id: str, step: str, output: Any, approvers: Sequence[
 def decided_message(step: str, output: Any, *, action: str, by: str, at: str | None, reason: str | None,
                     chars_changed: int = 0, chars_total: int = 0) -> tuple[str, list[dict[str, Any]]]:
     """The checkpoint message once decided: the buttons give way to who decided what, when."""
-    verb = {"approve": "✓ Approved", "edit": "✎ Edited and approved", "reject": "✗ Rejected", "expire": "✗ Expired"}.get(
-        action, escape_mrkdwn(action)
-    )
-    line = f"{verb} by {mention(by)} at {when(at)}"
+    line = f"{escape_mrkdwn(decision(action))} by {mention(by)} at {when(at)}"
     if action == "edit":
         line += f" · {chars_changed} of {chars_total} characters changed"
     if reason:
@@ -358,7 +275,7 @@ def failure_report(run_id: str, payload: Mapping[str, Any], people: Sequence[str
     error = escape_mrkdwn(cut(str(payload.get("error") or "unknown error"), 1500))
     kind = escape_mrkdwn(payload.get("error_type") or "error")
     who = mentions(people)
-    blocks = [section(f"✗ *Step `{escape_mrkdwn(step)}` failed* ({kind}): {error}")]
+    blocks = [section(f"{step_icon(StepStatus.FAILED)} *Step `{escape_mrkdwn(step)}` failed* ({kind}): {error}")]
     if who:
         blocks.append(section(f"{who}: this run needs a person."))
     lines = []
@@ -371,7 +288,7 @@ def failure_report(run_id: str, payload: Mapping[str, Any], people: Sequence[str
         else:
             line += " · ok"
         if attempt.get("backoff_s") is not None:
-            line += f" · then waited {seconds(attempt['backoff_s'])}"
+            line += f" · then waited {duration(attempt['backoff_s'])}"
         lines.append(line)
     if lines:
         blocks.extend(sections(lines, title=f"*Attempts ({len(lines)})*")[:10])
@@ -405,7 +322,7 @@ def failure_plain(payload: Mapping[str, Any], people: Sequence[str]) -> str:
     lines = [f"{who + ': ' if who else ''}step {escape_mrkdwn(payload.get('step'))} failed: {escape_mrkdwn(payload.get('error'))}"]
     for attempt in payload.get("attempts") or []:
         lines.append(f"#{attempt.get('number')} {when(attempt.get('at'))} {escape_mrkdwn(attempt.get('error') or 'ok')}")
-    lines.append("Input:\n" + escape_mrkdwn(cut(as_text(payload.get("input")), 20000)))
+    lines.append("Input:\n" + escape_mrkdwn(cut(readable(payload.get("input")), 20000)))
     lines.append("Use `/overseer retry RUN` or `/overseer cancel RUN`.")
     return message_text("\n".join(lines))
 
@@ -426,13 +343,13 @@ def note(text: str) -> tuple[str, list[dict[str, Any]]]:
 
 def finished_note(payload: Mapping[str, Any], run: Any | None) -> str:
     status = str(payload.get("status", "?"))
-    line = f"{_RUN_STATE.get(status, escape_mrkdwn(status))}"
+    line = escape_mrkdwn(run_state(status))
     if payload.get("by"):
         line += f" by {mention(payload['by'])}"
     if payload.get("reason"):
         line += f": {escape_mrkdwn(cut(str(payload['reason']), 2000))}"
     if run is not None and run.started_at and run.finished_at:
-        line += f" · took {seconds((run.finished_at - run.started_at).total_seconds())}"
+        line += f" · took {span(run.started_at, run.finished_at)}"
     line += f" · cost {money(payload.get('cost_usd'))}"
     return "Run " + line
 
@@ -486,7 +403,7 @@ def run_modal(spec: Any, given: Mapping[str, Any], channel: str) -> dict[str, An
 
 
 def edit_modal(run_id: str, step: str, output: Any, channel: str, fmt: str) -> dict[str, Any]:
-    text = as_text(output)
+    text = readable(output)
     blocks: list[dict[str, Any]] = []
     if len(text) > INPUT_LENGTH:
         blocks.append(section(
@@ -507,14 +424,14 @@ def retry_modal(run_id: str, step: str, kind: str, step_input: Any, channel: str
     """The failed step's input to edit: prompt (and system) for model steps, args JSON for tool steps."""
     blocks: list[dict[str, Any]] = []
     if kind == "model":
-        values = step_input if isinstance(step_input, dict) else {"prompt": as_text(step_input)}
-        prompt, system = as_text(values.get("prompt")), as_text(values.get("system"))
+        values = step_input if isinstance(step_input, dict) else {"prompt": readable(step_input)}
+        prompt, system = readable(values.get("prompt")), readable(values.get("system"))
         if len(prompt) > INPUT_LENGTH or len(system) > INPUT_LENGTH:
             blocks.append(section(f"The input is longer than {INPUT_LENGTH} characters and is shown cut; what you submit replaces it."))
         blocks.append(input_block("system", "System message", initial=system, multiline=True, optional=True))
         blocks.append(input_block("prompt", "Prompt", initial=prompt, multiline=True))
     else:
-        args = as_text(step_input if step_input is not None else {})
+        args = readable(step_input if step_input is not None else {})
         if len(args) > INPUT_LENGTH:
             blocks.append(section(f"The arguments are longer than {INPUT_LENGTH} characters and are shown cut."))
         blocks.append(input_block("args", "Tool arguments (JSON object)", initial=args, multiline=True))

@@ -24,6 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from agents import outbox
 from agents.engine import default_owner
+from bot.format import readable
 from bot.slack import blocks as bk
 from storage import queries
 from storage.db import Database
@@ -69,7 +70,7 @@ def _slack_error(exc: SlackApiError) -> str:
         return "unknown_error"
 
 
-def is_transient(exc: BaseException) -> bool:
+def slack_is_away(exc: BaseException) -> bool:
     """Slack away, slow or rate limiting, or the network failing: worth waiting for."""
     if isinstance(exc, SlackApiError):
         status = getattr(exc.response, "status_code", 200)
@@ -217,7 +218,7 @@ class Dispatcher:
 
     async def _failed(self, message: OutboxMessage, exc: Exception) -> None:
         tries = (message.tries or 0) + 1
-        transient = is_transient(exc)
+        transient = slack_is_away(exc)
         if not transient and tries >= self.settings.max_tries:
             log.error("dispatcher.gave_up", error=describe(exc), tries=tries, exc_info=exc)
             await self._finish(message, [], error=f"gave up after {tries} tries: {describe(exc)}")
@@ -387,7 +388,7 @@ class Dispatcher:
             fmt = "json" if payload.get("format") == "json" else "txt"
             await self._attach(
                 message.run_id, f"file:{key}", channel=where[0], thread_ts=where[1],
-                filename=f"{message.run_id}-{step}-output.{fmt}", content=bk.as_text(payload.get("output")),
+                filename=f"{message.run_id}-{step}-output.{fmt}", content=readable(payload.get("output")),
                 title=f"Output of {step} (full)",
             )
 
@@ -458,7 +459,7 @@ class Dispatcher:
         if was_cut.get("input"):
             await self._attach(
                 message.run_id, f"file:{key}:input", channel=where[0], thread_ts=where[1],
-                filename=f"{message.run_id}-{step}-input.json", content=bk.as_text(payload.get("input")),
+                filename=f"{message.run_id}-{step}-input.json", content=readable(payload.get("input")),
                 title=f"Input of {step} (full)",
             )
         if was_cut.get("raw"):
