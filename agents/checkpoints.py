@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,6 +13,7 @@ from agents import outbox
 from agents.contract import check_edit
 from agents.errors import AlreadyDecided, InvalidState, UnknownRun, UserInputError
 from agents.spec import WorkflowSpec
+from agents.text import as_text
 from storage import queries
 from storage.db import Database
 from storage.models import Decision
@@ -34,11 +34,6 @@ class DecisionOutcome:
     chars_changed: int
     chars_total: int
     reason: str | None
-
-
-def as_text(value: Any) -> str:
-    """An output as the text a person reads and edits."""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=2)
 
 
 def chars_changed(before: Any, after: Any) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from jsonschema import Draft202012Validator
 
 from agents.errors import BadOutput, ContractViolation
 from agents.spec import OutputSpec
+from agents.text import as_text
 
 _FENCE = re.compile(r"^\s*```(?:json|JSON)?\s*\n(.*?)\n?```\s*$", re.DOTALL)
 
@@ -34,7 +35,7 @@ def _schema_problem(spec: OutputSpec, value: Any) -> str | None:
 def _problem(spec: OutputSpec, value: Any) -> tuple[Any, str | None]:
     """(parsed value, what is wrong with it or None)."""
     if spec.format == "text":
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        text = as_text(value, indent=None)
         return (text.strip(), None) if text.strip() else (text, "the output is empty")
     if isinstance(value, str):
         if not value.strip():
@@ -51,7 +52,7 @@ def check_output(spec: OutputSpec, raw: Any) -> Any:
     """Parse and validate a model's or tool's output; a broken one is a (retried) BadOutput."""
     value, problem = _problem(spec, raw)
     if problem:
-        raise BadOutput(problem, raw=raw if isinstance(raw, str) else json.dumps(raw, default=str))
+        raise BadOutput(problem, raw=as_text(raw, indent=None))
     return value
 
 

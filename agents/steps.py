@@ -17,6 +17,7 @@ from agents.errors import BadOutput, BudgetExceeded, CallTimeout, StepError
 from agents.retry import retrying
 from agents.spec import ModelStep, ToolStep, WorkflowSpec
 from agents.lease import Lease
+from agents.text import as_text
 from agents.tools import call_tool
 from storage import queries
 from storage.db import run_writes
@@ -130,7 +131,7 @@ class StepCaller:
                 outcome = _Outcome(raw=value if isinstance(value, str) else None, model_used=target)
                 parsed = check_output(step.output, value)
                 if outcome.raw is None:
-                    outcome = _Outcome(raw=_to_text(value), model_used=target)
+                    outcome = _Outcome(raw=as_text(value, indent=None), model_used=target)
         except BudgetExceeded:
             raise  # no call was made: nothing to record as an attempt
         except StepError as exc:
@@ -205,8 +206,3 @@ class StepCaller:
             return
         async with self.lease.db.sessions.begin() as session:
             await run_writes(session, [queries.backoff_write(run_id=row.run_id, step=row.step, number=row.number, delay_s=delay)])
-
-def _to_text(value: Any) -> str:
-    import json
-
-    return json.dumps(value, ensure_ascii=False, default=str)

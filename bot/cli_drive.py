@@ -9,9 +9,10 @@ import subprocess
 import tempfile
 from typing import Any, TextIO
 
-from agents.checkpoints import as_text
 from agents.errors import ContractViolation, InvalidState
+from agents.text import as_text
 from bot.cli_render import progress_line
+from bot.format import duration
 from storage import queries
 from storage.models import utcnow
 from storage.status import RUNNABLE, RunStatus
@@ -51,7 +52,7 @@ async def _wait_for_lease(engine: Any, run_id: str, out: TextIO, seen: set[Any])
         raise InvalidState(f"run {run_id} is being driven by {run.lease_owner}; follow it with `overseer show {run_id}`")
     seen.add(run.lease_expires_at)
     delay = max(0.0, (run.lease_expires_at - utcnow()).total_seconds()) + 0.2
-    print(f"  … run is leased by {run.lease_owner}; waiting {delay:.1f}s for the lease to lapse", file=out, flush=True)
+    print(f"  … run is leased by {run.lease_owner}; waiting {duration(delay)} for the lease to lapse", file=out, flush=True)
     await asyncio.sleep(delay)
 
 

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any, TextIO
 
 from agents import outbox
+from agents.text import as_text
+from bot.format import duration, money, span, step_icon
 from storage.models import Attempt, Decision, OutboxMessage, Run, StepRun
-
-STEP_MARKS = {
-    "pending": "·", "running": "⟳", "succeeded": "✓", "approved": "✓", "edited": "✓",
-    "failed": "✗", "rejected": "✗", "expired": "✗", "awaiting_approval": "⏸",
-}
+from storage.status import StepStatus
 
 
 def _ts(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
-
-
-def _duration(start: datetime | None, end: datetime | None) -> str:
-    if not start or not end:
-        return "-"
-    seconds = (end - start).total_seconds()
-    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
 
 
 def run_dict(run: Run) -> dict[str, Any]:
@@ -65,7 +55,7 @@ def print_runs(runs: list[Run], out: TextIO) -> None:
     for r in runs:
         print(
             f"{r.id:<13} {r.workflow[:22]:<22} {r.status:<18} {r.started_by[:14]:<14} "
-            f"{r.created_at:%Y-%m-%d %H:%M} {_duration(r.started_at, r.finished_at):>7} ${r.cost_usd:>8.4f}",
+            f"{r.created_at:%Y-%m-%d %H:%M} {span(r.started_at, r.finished_at):>7} {money(r.cost_usd):>9}",
             file=out,
         )
 
@@ -73,9 +63,8 @@ def print_runs(runs: list[Run], out: TextIO) -> None:
 def _block(label: str, value: Any, out: TextIO, indent: str = "      ") -> None:
     if value is None or value == "":
         return
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=2)
     print(f"{indent}{label}:", file=out)
-    for line in text.splitlines() or [""]:
+    for line in as_text(value).splitlines() or [""]:
         print(f"{indent}  {line}", file=out)
 
 
@@ -83,9 +72,9 @@ def print_run(run: Run, steps: list[StepRun], attempts: list[Attempt], decisions
     """One run with every step and every attempt: input, output, error, tokens, cost, latency."""
     print(f"run {run.id} · {run.workflow} · {run.status}", file=out)
     print(f"  started by {run.started_by} ({run.trigger}) at {run.created_at:%Y-%m-%d %H:%M:%S} UTC", file=out)
-    print(f"  inputs: {json.dumps(run.inputs, ensure_ascii=False)}", file=out)
-    print(f"  tokens {run.tokens_in} in / {run.tokens_out} out · cost ${run.cost_usd:.6f} · "
-          f"duration {_duration(run.started_at, run.finished_at)}", file=out)
+    print(f"  inputs: {as_text(run.inputs, indent=None)}", file=out)
+    print(f"  tokens {run.tokens_in} in / {run.tokens_out} out · cost {money(run.cost_usd, 6)} · "
+          f"duration {span(run.started_at, run.finished_at)}", file=out)
     if run.error:
         print(f"  error: {run.error}", file=out)
     by_step: dict[str, list[Attempt]] = {}
@@ -93,12 +82,12 @@ def print_run(run: Run, steps: list[StepRun], attempts: list[Attempt], decisions
         by_step.setdefault(a.step, []).append(a)
     decided = {d.step: d for d in decisions}
     for s in steps:
-        print(f"\n  {STEP_MARKS.get(s.status, '?')} {s.step} [{s.status}] attempts {s.attempts} · ${s.cost_usd:.6f}", file=out)
+        print(f"\n  {step_icon(s.status)} {s.step} [{s.status}] attempts {s.attempts} · {money(s.cost_usd, 6)}", file=out)
         for a in by_step.get(s.step, []):
             outcome = f"{a.error_type}: {a.error_message}" if a.error_type else "ok"
-            wait = f" · then waited {a.backoff_s:.2f}s" if a.backoff_s is not None else ""
+            wait = f" · then waited {duration(a.backoff_s)}" if a.backoff_s is not None else ""
             print(f"    #{a.number} {a.model} ({a.model_used or '-'}) {a.latency_ms:.0f} ms · "
-                  f"{a.tokens_in}/{a.tokens_out} tokens · ${a.cost_usd:.6f} · {outcome}{wait}", file=out)
+                  f"{a.tokens_in}/{a.tokens_out} tokens · {money(a.cost_usd, 6)} · {outcome}{wait}", file=out)
             _block("input", a.input, out)
             _block("output", a.raw_output, out)
         if s.step in decided:
@@ -118,13 +107,13 @@ def progress_line(message: OutboxMessage) -> str | None:
         case outbox.RunStarted():
             return f"run {message.run_id} · {a.workflow} · started by {a.started_by}"
         case outbox.StepStarted():
-            return f"  ⟳ {a.step} …"
+            return f"  {step_icon(StepStatus.RUNNING)} {a.step} …"
         case outbox.AttemptFailed():
-            return f"  ✗ {a.step} attempt {a.attempt} ({a.model}): {a.error_type}: {a.error[:200]}"
+            return f"  {step_icon(StepStatus.FAILED)} {a.step} attempt {a.attempt} ({a.model}): {a.error_type}: {a.error[:200]}"
         case outbox.StepSucceeded():
-            return f"  ✓ {a.step}"
+            return f"  {step_icon(StepStatus.SUCCEEDED)} {a.step}"
         case outbox.CheckpointWaiting():
-            return f"  ⏸ {a.step} waits for approval"
+            return f"  {step_icon(StepStatus.AWAITING_APPROVAL)} {a.step} waits for approval"
         case outbox.CheckpointDecided():
             reason = f": {a.reason}" if a.reason else ""
             return f"  → {a.step}: {a.action} by {a.by}{reason}"
@@ -133,16 +122,15 @@ def progress_line(message: OutboxMessage) -> str | None:
         case outbox.RunRetried():
             return f"  ↻ retrying from {a.step} (by {a.by})"
         case outbox.RunFinished():
-            return f"run {message.run_id} {a.status} · ${a.cost_usd or 0:.4f}"
+            return f"run {message.run_id} {a.status} · {money(a.cost_usd)}"
         case outbox.CheckpointReminder() | outbox.CheckpointEscalated():
             return f"  ! {a.step}: {a.kind.replace('_', ' ')}"
     return None
 
 
 def _failure_lines(failed: outbox.StepFailed) -> str:
-    lines = [f"  ✗ {failed.step} failed: {failed.error}"]
+    lines = [f"  {step_icon(StepStatus.FAILED)} {failed.step} failed: {failed.error}"]
     if failed.input is not None:
-        text = failed.input if isinstance(failed.input, str) else json.dumps(failed.input, ensure_ascii=False, indent=2)
         lines.append("    the step's input was:")
-        lines.extend(f"      {line}" for line in text.splitlines()[:40])
+        lines.extend(f"      {line}" for line in as_text(failed.input).splitlines()[:40])
     return "\n".join(lines)

@@ -10,36 +10,15 @@ from datetime import datetime
 from typing import Any
 
 from agents.digest import WorkflowDigest
+from bot.format import UNKNOWN, duration, money_short
+from bot.slack.blocks import header
+from bot.slack.limits import CONTEXT_ELEMENTS, FIELD_TEXT, MAX_BLOCKS, SECTION_FIELDS, SECTION_TEXT
+from bot.slack.mrkdwn import cut_escaped, escape_mrkdwn
 
 SPARKS = "▁▂▃▄▅▆▇█"
 NO_DATA = "·"
 
-# Slack limits (see /work/shared/slack-facts.md).
-MAX_BLOCKS = 50
-MAX_SECTION_TEXT = 3000
-MAX_FIELDS = 10
-MAX_FIELD_TEXT = 2000
-MAX_HEADER = 150
-MAX_CONTEXT_ELEMENTS = 10
-
-
 # --- small formatters ----------------------------------------------------------------------------
-
-
-def escape(text: Any) -> str:
-    """Text from data, made inert in mrkdwn: & < > and nothing else."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def clip(text: str, limit: int) -> str:
-    """At most `limit` characters, with an ellipsis when cut (never in the middle of an &entity;)."""
-    if len(text) <= limit:
-        return text
-    cut = text[: limit - 1]
-    amp = cut.rfind("&")
-    if amp != -1 and ";" not in cut[amp:]:
-        cut = cut[:amp]
-    return cut + "…"
 
 
 def sparkline(values: list[float | None]) -> str:
@@ -54,11 +33,11 @@ def sparkline(values: list[float | None]) -> str:
 
 
 def pct(value: float | None) -> str:
-    return "–" if value is None else f"{value * 100:.0f}%"
+    return UNKNOWN if value is None else f"{value * 100:.0f}%"
 
 
 def pct_fine(value: float | None) -> str:
-    return "–" if value is None else f"{value * 100:.1f}%"
+    return UNKNOWN if value is None else f"{value * 100:.1f}%"
 
 
 def change(value: float | None) -> str:
@@ -69,31 +48,6 @@ def change(value: float | None) -> str:
     if round(points) == 0:
         return "± 0 pts"
     return f"{'▲' if points > 0 else '▼'} {abs(points):.0f} pts"
-
-
-def duration(seconds: float | None) -> str:
-    """90 → 1m 30s; 5400 → 1h 30m; 0.4 → 0.4s."""
-    if seconds is None:
-        return "–"
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    s = int(round(seconds))
-    d, s = divmod(s, 86400)
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    if d:
-        return f"{d}d {h}h"
-    if h:
-        return f"{h}h {m:02d}m"
-    if m:
-        return f"{m}m {s:02d}s"
-    return f"{s}s"
-
-
-def money(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"${value:,.2f}" if value >= 1 or value == 0 else f"${value:.4f}"
 
 
 def _window(payload: dict[str, Any]) -> str:
@@ -114,7 +68,7 @@ def _failures(w: dict[str, Any], esc: bool) -> str:
     steps = w.get("top_failed_steps") or []
     if not steps:
         return "none"
-    name = escape if esc else str
+    name = escape_mrkdwn if esc else str
     return ", ".join(f"{name(s['step'])} ×{s['count']}" for s in steps)
 
 
@@ -145,7 +99,7 @@ def digest_text(payload: dict[str, Any]) -> str:
             ("failures", f"{_failures(w, esc=False)} · {w['retries']} retries · {w['retry_exhaustions']} retries ran out"),
             ("checkpoints", _checkpoints_line(w)),
             ("decisions", f"edit rate {pct_fine(w['edit_rate'])} · median wait {duration(w['median_decision_s'])}"),
-            ("cost", f"{money(w['cost_usd'])} total · {money(w['cost_per_success_usd'])} per successful run"),
+            ("cost", f"{money_short(w['cost_usd'])} total · {money_short(w['cost_per_success_usd'])} per successful run"),
             ("duration", f"p50 {duration(w['duration_p50_s'])} · p95 {duration(w['duration_p95_s'])}"),
         ]
         title = w["workflow"] if w is not payload.get("totals") else "All workflows"
@@ -159,21 +113,21 @@ def digest_text(payload: dict[str, Any]) -> str:
 
 
 def _section(text: str, fields: list[str] | None = None) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, MAX_SECTION_TEXT)}}
+    block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": cut_escaped(text, SECTION_TEXT)}}
     if fields:
-        block["fields"] = [{"type": "mrkdwn", "text": clip(f, MAX_FIELD_TEXT)} for f in fields[:MAX_FIELDS]]
+        block["fields"] = [{"type": "mrkdwn", "text": cut_escaped(f, FIELD_TEXT)} for f in fields[:SECTION_FIELDS]]
     return block
 
 
 def _context(*texts: str) -> dict[str, Any]:
     return {
         "type": "context",
-        "elements": [{"type": "mrkdwn", "text": clip(t, MAX_SECTION_TEXT)} for t in texts[:MAX_CONTEXT_ELEMENTS]],
+        "elements": [{"type": "mrkdwn", "text": cut_escaped(t, SECTION_TEXT)} for t in texts[:CONTEXT_ELEMENTS]],
     }
 
 
 def _workflow_blocks(w: dict[str, Any]) -> list[dict[str, Any]]:
-    name = escape(w["workflow"])
+    name = escape_mrkdwn(w["workflow"])
     fields = [
         f"*Runs*\n{_runs_line(w)}",
         f"*Success rate*\n{pct(w['success_rate'])} ({change(w['success_rate_change'])} vs the 7 days before)",
@@ -181,7 +135,7 @@ def _workflow_blocks(w: dict[str, Any]) -> list[dict[str, Any]]:
         f"*Retries*\n{w['retries']} spent · {w['retry_exhaustions']} ran out",
         f"*Checkpoints*\n{_checkpoints_line(w)}",
         f"*Edit rate · median wait*\n{pct_fine(w['edit_rate'])} · {duration(w['median_decision_s'])}",
-        f"*Cost*\n{money(w['cost_usd'])} total · {money(w['cost_per_success_usd'])} per success",
+        f"*Cost*\n{money_short(w['cost_usd'])} total · {money_short(w['cost_per_success_usd'])} per success",
         f"*Duration*\np50 {duration(w['duration_p50_s'])} · p95 {duration(w['duration_p95_s'])}",
     ]
     return [
@@ -193,7 +147,7 @@ def _workflow_blocks(w: dict[str, Any]) -> list[dict[str, Any]]:
 def _summary(w: dict[str, Any]) -> str:
     return (
         f"{w['started']} runs started · {w['succeeded']} succeeded · {w['failed']} failed · "
-        f"success {pct(w['success_rate'])} ({change(w['success_rate_change'])}) · cost {money(w['cost_usd'])}"
+        f"success {pct(w['success_rate'])} ({change(w['success_rate_change'])}) · cost {money_short(w['cost_usd'])}"
     )
 
 
@@ -201,10 +155,9 @@ def digest_message(payload: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     """(fallback text, blocks) for chat.postMessage; within Slack's limits whatever the payload holds."""
     workflows = list(payload.get("workflows") or [])
     totals = payload.get("totals")
-    header = {"type": "header", "text": {"type": "plain_text", "text": clip(f"Overseer digest · {_window(payload)}", MAX_HEADER), "emoji": True}}
-    blocks: list[dict[str, Any]] = [header]
+    blocks: list[dict[str, Any]] = [header(f"Overseer digest · {_window(payload)}")]
     if totals and workflows:
-        blocks.append(_context(escape(_summary(totals))))
+        blocks.append(_context(escape_mrkdwn(_summary(totals))))
     if not workflows:
         blocks.append(_section("No workflow ran in this window."))
         return f"Overseer digest ({_window(payload)}): nothing ran.", blocks
@@ -224,11 +177,11 @@ def digest_message(payload: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     if rest:
         lines = [f"*{len(rest)} more workflows*"]
         for w in sorted(rest, key=lambda w: -WorkflowDigest.activity(w)):
-            lines.append(f"• {escape(w['workflow'])}: {w['started']} started, success {pct(w['success_rate'])}")
+            lines.append(f"• {escape_mrkdwn(w['workflow'])}: {w['started']} started, success {pct(w['success_rate'])}")
         text = "\n".join(lines)
-        if len(text) > MAX_SECTION_TEXT:
-            text = clip(text[: MAX_SECTION_TEXT - 2].rsplit("\n", 1)[0] + "\n…", MAX_SECTION_TEXT)
+        if len(text) > SECTION_TEXT:
+            text = text[: SECTION_TEXT - 2].rsplit("\n", 1)[0] + "\n…"
         blocks.append(_section(text))
-    fallback = f"Overseer digest ({_window(payload)}): {escape(_summary(totals))}" if totals else "Overseer digest"
+    fallback = f"Overseer digest ({_window(payload)}): {escape_mrkdwn(_summary(totals))}" if totals else "Overseer digest"
     return fallback, blocks
 

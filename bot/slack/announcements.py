@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents import outbox
+from bot.format import readable
 from bot.slack import blocks as bk
 from bot.slack.poster import Poster, Undeliverable, Where
 from storage import queries
@@ -117,7 +118,7 @@ class Announcements:
             fmt = "json" if waiting.format == "json" else "txt"
             await self.poster.attach(
                 run_id, f"file:{key}", where=where, filename=f"{run_id}-{waiting.step}-output.{fmt}",
-                content=bk.as_text(waiting.output), title=f"Output of {waiting.step} (full)",
+                content=readable(waiting.output), title=f"Output of {waiting.step} (full)",
             )
 
     async def _checkpoint_decided(self, delivery: Delivery, where: Where) -> None:
@@ -173,7 +174,7 @@ class Announcements:
                 was_cut = {"input": True, "raw": bool(failed.last_raw_output)}
         if was_cut.get("input"):
             await self.poster.attach(run_id, f"file:{key}:input", where=where, filename=f"{run_id}-{failed.step}-input.json",
-                                     content=bk.as_text(failed.input), title=f"Input of {failed.step} (full)")
+                                     content=readable(failed.input), title=f"Input of {failed.step} (full)")
         if was_cut.get("raw"):
             await self.poster.attach(run_id, f"file:{key}:raw", where=where, filename=f"{run_id}-{failed.step}-raw-output.txt",
                                      content=str(failed.last_raw_output), title=f"Last raw output of {failed.step}")

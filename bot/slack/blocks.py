@@ -1,4 +1,5 @@
-"""Block Kit builders. Every Slack limit is enforced here, by construction; untrusted text is escaped.
+"""Block Kit builders. Every Slack limit (bot/slack/limits.py) is enforced here, by construction; untrusted
+text is escaped.
 
 Nothing in this module talks to Slack or the database: it turns plain values (and ORM rows read by the
 caller) into `(text, blocks)` pairs and modal views.
@@ -11,29 +12,18 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
+
 from agents.outbox import RunFinished, StepFailed
+from bot.format import decision, duration, money, readable, run_state, span, step_icon
+from bot.slack.limits import (
+    ACTION_ELEMENTS, BUTTON_TEXT, BUTTON_VALUE, CONTEXT_ELEMENTS, HEADER_TEXT, ID_LENGTH, INPUT_LENGTH, MAX_BLOCKS,
+    MAX_MODAL_BLOCKS, MESSAGE_TEXT, MODAL_TITLE, PRIVATE_METADATA, SECTION_TEXT,
+)
+from bot.slack.mrkdwn import cut, cut_escaped, escape_mrkdwn
 from storage.status import FINISHED_RUN, RunStatus, StepStatus
-
-# --- Slack's limits (shared/slack-facts.md) ----------------------------------------------------
-
-MAX_BLOCKS = 50
-MAX_MODAL_BLOCKS = 100
-SECTION_TEXT = 3000
-FIELD_TEXT = 2000
-HEADER_TEXT = 150
-BUTTON_TEXT = 75
-BUTTON_VALUE = 2000
-ID_LENGTH = 255
-MODAL_TITLE = 24
-PRIVATE_METADATA = 3000
-INPUT_LENGTH = 3000
-CONTEXT_ELEMENTS = 10
-ACTION_ELEMENTS = 25
-MESSAGE_TEXT = 40000
 
 CONTINUED = "… continued in the attached file"
 
-_PARTIAL_ENTITY = re.compile(r"&[a-z]{0,3}$")
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _GROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
 
@@ -55,27 +45,6 @@ RETRY_MODAL = "failure_retry_edited"
 # --- text --------------------------------------------------------------------------------------
 
 
-def escape_mrkdwn(text: Any) -> str:
-    """Escape &, < and > (and nothing else) so untrusted text cannot mention, ping or fake a link."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def cut(text: str, limit: int, suffix: str = "…") -> str:
-    """`text` if it fits in `limit` characters, else its start and `suffix` (the whole within limit)."""
-    if len(text) <= limit:
-        return text
-    head = text[: max(limit - len(suffix), 0)]
-    return (head + suffix)[:limit]
-
-
-def cut_escaped(text: str, limit: int, suffix: str = "…") -> str:
-    """Like `cut` for already-escaped mrkdwn: never leaves half an `&amp;` entity at the end."""
-    if len(text) <= limit:
-        return text
-    head = _PARTIAL_ENTITY.sub("", text[: max(limit - len(suffix), 0)])
-    return (head + suffix)[:limit]
-
-
 def mention(ref: str | None) -> str:
     """`<@U…>` for a user, `<!subteam^S…>` for a group, the escaped word otherwise ("cli", "schedule")."""
     if not ref:
@@ -92,13 +61,6 @@ def mentions(refs: Iterable[str]) -> str:
     return ", ".join(mention(r) for r in dict.fromkeys(refs))
 
 
-def as_text(value: Any) -> str:
-    """An output or input as a person reads it (JSON pretty-printed)."""
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=2, default=str)
-
-
 def when(value: datetime | str | None) -> str:
     """A short UTC time."""
     if value is None:
@@ -111,24 +73,9 @@ def when(value: datetime | str | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def seconds(value: float | None) -> str:
-    """1.2 s, 3 m 4 s, 2 h 5 m."""
-    if value is None:
-        return "–"
-    if value < 60:
-        return f"{value:.1f} s"
-    if value < 3600:
-        return f"{int(value // 60)} m {int(value % 60)} s"
-    return f"{int(value // 3600)} h {int((value % 3600) // 60)} m"
-
-
-def money(value: float | None) -> str:
-    return f"${(value or 0.0):.4f}"
-
-
 def code_block(raw: Any, limit: int = SECTION_TEXT - 200) -> tuple[str, bool]:
     """(mrkdwn code block of the escaped text within `limit`, whether it had to be cut)."""
-    body = escape_mrkdwn(as_text(raw)) or " "
+    body = escape_mrkdwn(readable(raw)) or " "
     room = limit - 8
     if len(body) <= room:
         return f"```{body}```", False
@@ -159,10 +106,6 @@ def header(text: str) -> dict[str, Any]:
 
 def context(*texts: str) -> dict[str, Any]:
     return {"type": "context", "elements": [md(t) for t in texts[:CONTEXT_ELEMENTS]]}
-
-
-def divider() -> dict[str, Any]:
-    return {"type": "divider"}
 
 
 def block_id(value: str) -> str:
@@ -230,29 +173,6 @@ def parse_value(value: str) -> tuple[str, str]:
 
 # --- the run's parent message --------------------------------------------------------------------
 
-_RUN_STATE = {
-    "queued": "⏳ queued",
-    "running": "⟳ running",
-    "awaiting_approval": "⏸ waiting for approval",
-    "succeeded": "✓ succeeded",
-    "failed": "✗ failed",
-    "rejected": "✗ rejected",
-    "cancelled": "⊘ cancelled",
-    "expired": "✗ expired",
-}
-_STEP_ICON = {
-    "pending": "·",
-    "running": "⟳",
-    "succeeded": "✓",
-    "approved": "✓",
-    "edited": "✓",
-    "failed": "✗",
-    "awaiting_approval": "⏸",
-    "rejected": "✗",
-    "expired": "✗",
-}
-
-
 def started_by(run: Any) -> str:
     if run.trigger == "schedule" or run.started_by == "schedule":
         return "schedule"
@@ -267,19 +187,19 @@ def waiting_for(spec: Mapping[str, Any]) -> list[str]:
 
 def parent_message(run: Any, steps: Sequence[Any], attempt_counts: Mapping[str, int]) -> tuple[str, list[dict[str, Any]]]:
     """The run's one message: each step's state, attempts, duration and cost; who started it; the state."""
-    state = _RUN_STATE.get(run.status, escape_mrkdwn(run.status))
+    state = escape_mrkdwn(run_state(run.status))
     title = f"{run.workflow} · run {run.id}"
     lines = []
     approvers = waiting_for(run.spec or {})
     for step in steps:
-        icon = _STEP_ICON.get(step.status, "·")
+        icon = step_icon(step.status)
         name = f"*{escape_mrkdwn(step.step)}*"
         parts = [f"{icon} {name}"]
         tries = attempt_counts.get(step.step, step.attempts or 0)
         if tries:
             parts.append(f"{tries} attempt{'s' if tries != 1 else ''}")
         if step.started_at and step.finished_at:
-            parts.append(seconds((step.finished_at - step.started_at).total_seconds()))
+            parts.append(span(step.started_at, step.finished_at))
         if step.cost_usd:
             parts.append(money(step.cost_usd))
         if step.status == StepStatus.AWAITING_APPROVAL:
@@ -292,7 +212,7 @@ def parent_message(run: Any, steps: Sequence[Any], attempt_counts: Mapping[str, 
     blocks = [header(title)]
     summary = f"*State:* {state} · started by {started_by(run)} · cost {money(run.cost_usd)}"
     if run.started_at and run.finished_at:
-        summary += f" · took {seconds((run.finished_at - run.started_at).total_seconds())}"
+        summary += f" · took {span(run.started_at, run.finished_at)}"
     blocks.append(section(summary))
     blocks.extend(sections(lines))
     if run.inputs:
@@ -307,7 +227,7 @@ def parent_message(run: Any, steps: Sequence[Any], attempt_counts: Mapping[str, 
 def parent_plain(run: Any, steps: Sequence[Any]) -> str:
     """The plain-text fallback of the parent message."""
     lines = [f"{run.workflow} · run {run.id} · {run.status} · started by {started_by(run)}"]
-    lines += [f"{_STEP_ICON.get(s.status, '·')} {escape_mrkdwn(s.step)}: {s.status}" for s in steps]
+    lines += [f"{step_icon(s.status)} {escape_mrkdwn(s.step)}: {s.status}" for s in steps]
     return message_text("\n".join(lines))
 
 
@@ -320,7 +240,7 @@ def checkpoint_message(run_id: str, step: str, output: Any, approvers: Sequence[
     who = mentions(approvers) or "an approver"
     value = value_of(run_id, step)
     blocks = [
-        section(f"⏸ *Checkpoint `{escape_mrkdwn(step)}`* is waiting for {who}. Approve, edit or reject its output:"),
+        section(f"{step_icon(StepStatus.AWAITING_APPROVAL)} *Checkpoint `{escape_mrkdwn(step)}`* is waiting for {who}. Approve, edit or reject its output:"),
         section(body),
         actions(
             f"checkpoint:{run_id}:{step}",
@@ -336,10 +256,7 @@ def checkpoint_message(run_id: str, step: str, output: Any, approvers: Sequence[
 def decided_message(step: str, output: Any, *, action: str, by: str, at: str | None, reason: str | None,
                     chars_changed: int = 0, chars_total: int = 0) -> tuple[str, list[dict[str, Any]]]:
     """The checkpoint message once decided: the buttons give way to who decided what, when."""
-    verb = {"approve": "✓ Approved", "edit": "✎ Edited and approved", "reject": "✗ Rejected", "expire": "✗ Expired"}.get(
-        action, escape_mrkdwn(action)
-    )
-    line = f"{verb} by {mention(by)} at {when(at)}"
+    line = f"{escape_mrkdwn(decision(action))} by {mention(by)} at {when(at)}"
     if action == "edit":
         line += f" · {chars_changed} of {chars_total} characters changed"
     if reason:
@@ -359,7 +276,7 @@ def failure_report(run_id: str, failed: StepFailed, people: Sequence[str]) -> tu
     error = escape_mrkdwn(cut(failed.error or "unknown error", 1500))
     kind = escape_mrkdwn(failed.error_type or "error")
     who = mentions(people)
-    blocks = [section(f"✗ *Step `{escape_mrkdwn(step)}` failed* ({kind}): {error}")]
+    blocks = [section(f"{step_icon(StepStatus.FAILED)} *Step `{escape_mrkdwn(step)}` failed* ({kind}): {error}")]
     if who:
         blocks.append(section(f"{who}: this run needs a person."))
     lines = []
@@ -372,7 +289,7 @@ def failure_report(run_id: str, failed: StepFailed, people: Sequence[str]) -> tu
         else:
             line += " · ok"
         if attempt.backoff_s is not None:
-            line += f" · then waited {seconds(attempt.backoff_s)}"
+            line += f" · then waited {duration(attempt.backoff_s)}"
         lines.append(line)
     if lines:
         blocks.extend(sections(lines, title=f"*Attempts ({len(lines)})*")[:10])
@@ -406,7 +323,7 @@ def failure_plain(failed: StepFailed, people: Sequence[str]) -> str:
     lines = [f"{who + ': ' if who else ''}step {escape_mrkdwn(failed.step)} failed: {escape_mrkdwn(failed.error)}"]
     for attempt in failed.attempts:
         lines.append(f"#{attempt.number} {when(attempt.at)} {escape_mrkdwn(attempt.error or 'ok')}")
-    lines.append("Input:\n" + escape_mrkdwn(cut(as_text(failed.input), 20000)))
+    lines.append("Input:\n" + escape_mrkdwn(cut(readable(failed.input), 20000)))
     lines.append("Use `/overseer retry RUN` or `/overseer cancel RUN`.")
     return message_text("\n".join(lines))
 
@@ -427,14 +344,13 @@ def note(text: str) -> tuple[str, list[dict[str, Any]]]:
 
 def finished_note(finished: RunFinished, run: Any | None) -> str:
     """The thread's last line: how the run ended, by whom, how long it took and what it cost."""
-    status = finished.status
-    line = f"{_RUN_STATE.get(status, escape_mrkdwn(status))}"
+    line = escape_mrkdwn(run_state(finished.status))
     if finished.by:
         line += f" by {mention(finished.by)}"
     if finished.reason:
         line += f": {escape_mrkdwn(cut(finished.reason, 2000))}"
     if run is not None and run.started_at and run.finished_at:
-        line += f" · took {seconds((run.finished_at - run.started_at).total_seconds())}"
+        line += f" · took {span(run.started_at, run.finished_at)}"
     line += f" · cost {money(finished.cost_usd)}"
     return "Run " + line
 
@@ -488,7 +404,7 @@ def run_modal(spec: Any, given: Mapping[str, Any], channel: str) -> dict[str, An
 
 
 def edit_modal(run_id: str, step: str, output: Any, channel: str, fmt: str) -> dict[str, Any]:
-    text = as_text(output)
+    text = readable(output)
     blocks: list[dict[str, Any]] = []
     if len(text) > INPUT_LENGTH:
         blocks.append(section(
@@ -509,14 +425,14 @@ def retry_modal(run_id: str, step: str, kind: str, step_input: Any, channel: str
     """The failed step's input to edit: prompt (and system) for model steps, args JSON for tool steps."""
     blocks: list[dict[str, Any]] = []
     if kind == "model":
-        values = step_input if isinstance(step_input, dict) else {"prompt": as_text(step_input)}
-        prompt, system = as_text(values.get("prompt")), as_text(values.get("system"))
+        values = step_input if isinstance(step_input, dict) else {"prompt": readable(step_input)}
+        prompt, system = readable(values.get("prompt")), readable(values.get("system"))
         if len(prompt) > INPUT_LENGTH or len(system) > INPUT_LENGTH:
             blocks.append(section(f"The input is longer than {INPUT_LENGTH} characters and is shown cut; what you submit replaces it."))
         blocks.append(input_block("system", "System message", initial=system, multiline=True, optional=True))
         blocks.append(input_block("prompt", "Prompt", initial=prompt, multiline=True))
     else:
-        args = as_text(step_input if step_input is not None else {})
+        args = readable(step_input if step_input is not None else {})
         if len(args) > INPUT_LENGTH:
             blocks.append(section(f"The arguments are longer than {INPUT_LENGTH} characters and are shown cut."))
         blocks.append(input_block("args", "Tool arguments (JSON object)", initial=args, multiline=True))

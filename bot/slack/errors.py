@@ -22,7 +22,8 @@ from agents.errors import (
     UnknownWorkflow,
     UserInputError,
 )
-from bot.slack.blocks import cut, escape_mrkdwn, mention
+from bot.slack.blocks import mention
+from bot.slack.mrkdwn import cut, escape_mrkdwn
 from storage.status import Action
 
 log = structlog.get_logger("overseer.slack")

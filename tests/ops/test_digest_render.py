@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from agents.digest import Digest, StepCount, WorkflowDigest
-from bot.digest import digest_message, digest_text, escape, sparkline
+from bot.digest import digest_message, digest_text, sparkline
+from bot.slack.mrkdwn import escape_mrkdwn as escape
 
 END = datetime(2026, 3, 10, 9, 0, tzinfo=timezone.utc)
 

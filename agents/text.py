@@ -1,0 +1,11 @@
+"""How a value reads as text: a string as it is, anything else as JSON (one spelling for every surface)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def as_text(value: Any, *, indent: int | None = 2) -> str:
+    """`value` as the text a person reads and edits: strings unchanged, anything else as JSON (None is null)."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=indent, default=str)
