@@ -14,7 +14,7 @@ from agents.contract import check_edit
 from agents.errors import AlreadyDecided, InvalidState, UnknownRun, UserInputError
 from agents.spec import WorkflowSpec
 from agents.text import as_text
-from storage import queries
+from storage import run_queries
 from storage.db import Database
 from storage.models import Decision
 from storage.status import Action, RunStatus, StepStatus
@@ -46,10 +46,10 @@ def chars_changed(before: Any, after: Any) -> tuple[int, int]:
 async def pending_step(db: Database, run_ref: str) -> tuple[str, str, Any, WorkflowSpec]:
     """(run id, step, output, spec) of the checkpoint a run waits at."""
     async with db.sessions() as session:
-        run = await queries.find_run(session=session, ref=run_ref)
+        run = await run_queries.find_run(session=session, ref=run_ref)
         if run is None:
             raise UnknownRun(f"no run {run_ref!r}")
-        waiting = [s for s in await queries.step_runs(session=session, run_id=run.id) if s.status == StepStatus.AWAITING_APPROVAL]
+        waiting = [s for s in await run_queries.step_runs(session=session, run_id=run.id) if s.status == StepStatus.AWAITING_APPROVAL]
         if run.status != RunStatus.AWAITING_APPROVAL or not waiting:
             raise InvalidState(f"run {run.id} is {run.status}, not waiting at a checkpoint")
         return run.id, waiting[0].step, waiting[0].output, WorkflowSpec.model_validate(run.spec)
@@ -65,15 +65,15 @@ async def decide(
     except ValueError:
         raise UserInputError(f"unknown decision {action!r}: approve, edit or reject") from None
     async with db.sessions.begin() as session:
-        run = await queries.get_run(session=session, run_id=run_id)
-        step_run = await queries.get_step_run(session=session, run_id=run_id, step=step) if run else None
+        run = await run_queries.get_run(session=session, run_id=run_id)
+        step_run = await run_queries.get_step_run(session=session, run_id=run_id, step=step) if run else None
         if run is None or step_run is None:
             raise UnknownRun(f"no checkpoint {step!r} in run {run_id!r}")
         spec = WorkflowSpec.model_validate(run.spec)
         output = step_run.output
         if action == Action.EDIT:
             output = check_edit(spec.step(step).output, edited)  # raises before anything changes
-        won = await queries.set_step_status(
+        won = await run_queries.set_step_status(
             session=session, step_run_id=step_run.id, to=action.step_status, allowed_from=(StepStatus.AWAITING_APPROVAL,),
             output=output,
         )
@@ -88,7 +88,7 @@ async def decide(
         ))
         new_status = RunStatus.QUEUED if action.goes_on else RunStatus(action.past)
         done = {} if action.goes_on else {"finished_at": now, "error": f"{action.past} by {by}" + (f": {reason}" if reason else "")}
-        if not await queries.set_run_status(
+        if not await run_queries.set_run_status(
             session=session, run_id=run_id, to=new_status, allowed_from=(RunStatus.AWAITING_APPROVAL,), **done
         ):
             raise InvalidState(f"run {run_id} is {run.status}; its checkpoint can no longer be decided")
@@ -102,7 +102,7 @@ async def decide(
 
 
 async def _raise_already_decided(session: Any, step_run_id: int, run_status: str) -> None:
-    first = await queries.decision_for(session=session, step_run_id=step_run_id)
+    first = await run_queries.decision_for(session=session, step_run_id=step_run_id)
     if first is None:
         raise InvalidState(f"this checkpoint is no longer waiting (run is {run_status})")
     when = first.decided_at.strftime("%Y-%m-%d %H:%M UTC")

@@ -22,7 +22,7 @@ from agents import outbox
 from agents.checkpoints import decide
 from agents.errors import AlreadyDecided, InvalidState, UnknownRun
 from agents.spec import CheckpointSpec, WorkflowSpec
-from storage import queries
+from storage import run_queries
 from storage.db import Database, run_writes
 from storage.status import Action
 
@@ -48,7 +48,7 @@ class _Waiting:
 async def _waiting(db: Database) -> list[_Waiting]:
     found: list[_Waiting] = []
     async with db.sessions() as session:
-        for step_run, run in await queries.awaiting_checkpoints(session=session):
+        for step_run, run in await run_queries.awaiting_checkpoints(session=session):
             if step_run.awaiting_since is None:
                 continue
             try:
@@ -99,7 +99,7 @@ async def _remind(db: Database, w: _Waiting, now: datetime) -> bool:
     )
     async with db.sessions.begin() as session:
         won = await run_writes(session, [
-            queries.mark_waiting_once_write(step_run_id=w.step_run_id, column="reminded_at", now=now),
+            run_queries.mark_waiting_once_write(step_run_id=w.step_run_id, column="reminded_at", now=now),
             outbox.message(w.run_id, reminder),
         ])
     if won:
@@ -115,11 +115,11 @@ async def _escalate(db: Database, w: _Waiting, now: datetime) -> bool:
     )
     async with db.sessions.begin() as session:
         won = await run_writes(session, [
-            queries.mark_waiting_once_write(step_run_id=w.step_run_id, column="escalated_at", now=now),
+            run_queries.mark_waiting_once_write(step_run_id=w.step_run_id, column="escalated_at", now=now),
             outbox.message(w.run_id, escalated),
         ])
         if won and cp.on_timeout == "hold":
-            queries.add_event(
+            run_queries.add_event(
                 session=session, run_id=w.run_id, kind=ESCALATION_EVENT, actor=DEADLINE_ACTOR, at=now,
                 step=w.step, workflow=w.workflow, escalate_to=list(cp.escalate_to), on_timeout=cp.on_timeout,
             )

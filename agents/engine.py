@@ -18,7 +18,7 @@ from agents.inputs import coerce_inputs
 from agents.spec import ModelStep, ToolStep, WorkflowSpec
 from agents.steps import StepCaller, StepSuccess
 from agents.templates import context_for, render, render_value
-from storage import queries
+from storage import driver_queries, run_queries
 from storage.db import Database, Write, run_writes
 from storage.models import utcnow
 from storage.status import DONE_STEP, RUNNABLE, STARTABLE_STEP, RunStatus, StepStatus
@@ -59,7 +59,7 @@ class _Driving:
     workflow: str
     inputs: dict[str, Any]
     spec: WorkflowSpec
-    steps: Sequence[Any]  # queries.step_rows, in order; statuses as read at the claim
+    steps: Sequence[Any]  # driver_queries.step_rows, in order; statuses as read at the claim
     spent: float
     outputs: dict[str, Any] = field(default_factory=dict)
     started: _Start | None = None  # the step whose start is already recorded
@@ -109,7 +109,7 @@ class Engine:
         }
         names = [s.name for s in spec.steps]
         started = outbox.RunStarted(workflow=spec.name, started_by=started_by, trigger=trigger, inputs=values, steps=names)
-        return run_id, [*queries.new_run_writes(row, names), outbox.message(run_id, started)]
+        return run_id, [*driver_queries.new_run_writes(row, names), outbox.message(run_id, started)]
 
     # --- driving ----------------------------------------------------------------------------------
 
@@ -137,7 +137,7 @@ class Engine:
     async def status(self, run_id: str) -> str:
         """A run's current status."""
         async with self.db.sessions() as session:
-            run = await queries.get_run(session=session, run_id=run_id)
+            run = await run_queries.get_run(session=session, run_id=run_id)
             if run is None:
                 raise UnknownRun(f"no run {run_id!r}")
             return run.status
@@ -148,7 +148,7 @@ class Engine:
             run = await self.lease.claim(session, run_id)
             if run is None:
                 return None
-            steps = await queries.step_rows(session=session, run_id=run_id)
+            steps = await driver_queries.step_rows(session=session, run_id=run_id)
             spec = WorkflowSpec.model_validate(run.spec)
             driving = _Driving(run_id, run.workflow, run.inputs, spec, steps, run.cost_usd)
             upcoming = self._upcoming(driving, driving.replay())
@@ -192,7 +192,7 @@ class Engine:
         driving.started = start
         started = outbox.StepStarted(step=start.step, step_kind=start.kind)
         return [
-            queries.start_step_write(step_run_id=driving.steps[start.index].id, call_input=start.call_input, now=self.clock()),
+            driver_queries.start_step_write(step_run_id=driving.steps[start.index].id, call_input=start.call_input, now=self.clock()),
             outbox.message(driving.run_id, *announced, started),
         ]
 
@@ -241,8 +241,8 @@ class Engine:
                 driving.run_id, attempt, step=upcoming.step if upcoming else step.name,
                 status=None if status == "continue" else status,
             ),
-            queries.attempt_write(attempt),
-            queries.end_step_write(
+            driver_queries.attempt_write(attempt),
+            driver_queries.end_step_write(
                 step_run_id=driving.steps[index].id, status=StepStatus.AWAITING_APPROVAL if waiting else StepStatus.SUCCEEDED,
                 output=success.output, now=now, attempt=attempt,
             ),
@@ -271,8 +271,8 @@ class Engine:
                 lease_owner=None, lease_expires_at=None,
             )
             await self.lease.write(session, run_id, [fence])
-            tried = await queries.attempts(session=session, run_id=run_id, step=step.name)
-            await queries.set_step_status(
+            tried = await run_queries.attempts(session=session, run_id=run_id, step=step.name)
+            await run_queries.set_step_status(
                 session=session, step_run_id=step_run.id, to=StepStatus.FAILED, allowed_from=STARTABLE_STEP,
                 input=call_input, error=message, finished_at=now,
             )
@@ -312,18 +312,18 @@ class Engine:
     async def retry(self, run_id: str, *, by: str, step_input: Any = None) -> str:
         """Queue a failed run again from its failed step, optionally with a human's edited input."""
         async with self.db.sessions.begin() as session:
-            run = await queries.find_run(session=session, ref=run_id)
+            run = await run_queries.find_run(session=session, ref=run_id)
             if run is None:
                 raise UnknownRun(f"no run {run_id!r}")
-            failed = next((s for s in await queries.step_runs(session=session, run_id=run.id) if s.status == StepStatus.FAILED), None)
+            failed = next((s for s in await run_queries.step_runs(session=session, run_id=run.id) if s.status == StepStatus.FAILED), None)
             if run.status != RunStatus.FAILED or failed is None:
                 raise InvalidState(f"run {run.id} is {run.status}; only a failed run can be retried")
-            if not await queries.set_run_status(
+            if not await run_queries.set_run_status(
                 session=session, run_id=run.id, to=RunStatus.QUEUED, allowed_from=(RunStatus.FAILED,), error=None, finished_at=None
             ):
                 raise InvalidState(f"run {run.id} was retried by someone else just now")
             override = step_input if step_input is not None else failed.input_override
-            await queries.set_step_status(
+            await run_queries.set_step_status(
                 session=session, step_run_id=failed.id, to=StepStatus.PENDING, allowed_from=(StepStatus.FAILED,), error=None,
                 input_override=override,
             )
@@ -334,10 +334,10 @@ class Engine:
     async def cancel(self, run_id: str, *, by: str) -> str:
         """Stop a run that has not finished; its driver notices at its next write."""
         async with self.db.sessions.begin() as session:
-            run = await queries.find_run(session=session, ref=run_id)
+            run = await run_queries.find_run(session=session, ref=run_id)
             if run is None:
                 raise UnknownRun(f"no run {run_id!r}")
-            if not await queries.set_run_status(
+            if not await run_queries.set_run_status(
                 session=session, run_id=run.id, to=RunStatus.CANCELLED,
                 allowed_from=(*RUNNABLE, RunStatus.AWAITING_APPROVAL, RunStatus.FAILED),
                 finished_at=self.clock(), error=f"cancelled by {by}", lease_owner=None, lease_expires_at=None,

@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from storage import queries
+from storage import driver_queries
 from storage.db import Database, Write, run_writes
 from storage.models import Attempt
 
@@ -47,21 +47,21 @@ class Lease:
 
     async def claim(self, session: Any, run_id: str) -> Any:
         """Take the run's lease if nobody holds a live one: what driving needs, or None."""
-        return await queries.claim_run_returning(
+        return await driver_queries.claim_run_returning(
             session=session, run_id=run_id, owner=self.owner, now=self.clock(), lease_s=self.seconds
         )
 
     def fence(self, run_id: str, **values: Any) -> Write:
         """Update the run (guarded: only while this process holds a live lease and it is runnable)."""
-        return queries.fence_write(run_id=run_id, owner=self.owner, now=self.clock(), **values)
+        return driver_queries.fence_write(run_id=run_id, owner=self.owner, now=self.clock(), **values)
 
     def fence_step(self, run_id: str, step: str) -> Write:
         """The hot path's fence: set the run's current step."""
-        return queries.fence_step_write(run_id=run_id, owner=self.owner, now=self.clock(), step=step)
+        return driver_queries.fence_step_write(run_id=run_id, owner=self.owner, now=self.clock(), step=step)
 
     def fence_charge(self, run_id: str, attempt: Attempt, *, step: str, status: str | None = None) -> Write:
         """Add an attempt's tokens and cost to the run; with `status`, park or end it (the lease is given up)."""
-        return queries.fence_charge_write(
+        return driver_queries.fence_charge_write(
             run_id=run_id, owner=self.owner, now=self.clock(), attempt=attempt, step=step, status=status
         )
 
@@ -83,7 +83,7 @@ class Lease:
             await asyncio.sleep(interval)
             try:
                 async with self.db.sessions.begin() as session:
-                    ours = await queries.renew_lease(
+                    ours = await driver_queries.renew_lease(
                         session=session, run_id=run_id, owner=self.owner, now=self.clock(), lease_s=self.seconds
                     )
             except Exception as exc:  # noqa: BLE001 - the lease outlives two missed beats: try again

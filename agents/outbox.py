@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Self
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage import queries
+from storage import outbox_queries
 from storage.db import Write, run_writes
 
 
@@ -207,7 +207,7 @@ def read(kind: str, payload: Mapping[str, Any]) -> Announcement:
 
 def message(run_id: str | None, *announcements: Announcement, stream: str | None = None) -> Write:
     """The one way to write announcements: a Core write, in order, for the caller's transaction."""
-    return queries.outbox_write([(run_id, a.kind, a.payload(), stream) for a in announcements])
+    return outbox_queries.outbox_write([(run_id, a.kind, a.payload(), stream) for a in announcements])
 
 
 async def announce(session: AsyncSession, run_id: str | None, *announcements: Announcement, stream: str | None = None) -> None:

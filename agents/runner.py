@@ -8,7 +8,7 @@ import contextlib
 import structlog
 
 from agents.engine import Engine
-from storage import queries
+from storage import driver_queries
 
 log = structlog.get_logger("overseer.runner")
 
@@ -50,7 +50,7 @@ class Runner:
         if room <= 0:
             return []
         async with self.engine.db.sessions.begin() as session:
-            ids = await queries.runnable_run_ids(session=session, now=self.engine.clock(), limit=room + len(self._tasks))
+            ids = await driver_queries.runnable_run_ids(session=session, now=self.engine.clock(), limit=room + len(self._tasks))
         started = []
         for run_id in ids:
             if run_id in self._tasks or len(self._tasks) >= self.concurrency:

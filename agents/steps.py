@@ -19,7 +19,7 @@ from agents.spec import ModelStep, ToolStep, WorkflowSpec
 from agents.lease import Lease
 from agents.text import as_text
 from agents.tools import call_tool
-from storage import queries
+from storage import driver_queries
 from storage.db import run_writes
 from storage.models import Attempt
 
@@ -191,8 +191,8 @@ class StepCaller:
         )
         await self.lease.commit(state.run_id, [
             self.lease.fence_charge(state.run_id, row, step=step.name),
-            queries.attempt_write(row),
-            queries.attempt_failed_write(run_id=state.run_id, step=step.name, attempt=row),
+            driver_queries.attempt_write(row),
+            driver_queries.attempt_failed_write(run_id=state.run_id, step=step.name, attempt=row),
             outbox.message(state.run_id, failed),
         ])
         state.last_failed = row
@@ -205,4 +205,4 @@ class StepCaller:
         if row is None:
             return
         async with self.lease.db.sessions.begin() as session:
-            await run_writes(session, [queries.backoff_write(run_id=row.run_id, step=row.step, number=row.number, delay_s=delay)])
+            await run_writes(session, [driver_queries.backoff_write(run_id=row.run_id, step=row.step, number=row.number, delay_s=delay)])

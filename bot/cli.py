@@ -232,9 +232,9 @@ async def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
 async def _find_run(session: Any, ref: str) -> Any:
     """The run a person named by id or unique prefix, or UnknownRun."""
     from agents.errors import UnknownRun
-    from storage import queries
+    from storage import run_queries
 
-    run = await queries.find_run(session=session, ref=ref)
+    run = await run_queries.find_run(session=session, ref=ref)
     if run is None:
         raise UnknownRun(f"no run {ref!r} (see `overseer runs`)")
     return run
@@ -256,10 +256,10 @@ async def _drive(engine: Any, run_id: str, *, yes: bool) -> int:
 async def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
     """The recorded runs, newest first."""
     from bot.cli_render import print_runs, run_dict
-    from storage import queries
+    from storage import run_queries
 
     async with database(settings) as db, db.sessions() as session:
-        runs = list(await queries.list_runs(session=session, limit=args.limit, workflow=args.workflow))
+        runs = list(await run_queries.list_runs(session=session, limit=args.limit, workflow=args.workflow))
     return _report(args, lambda: [run_dict(r) for r in runs], lambda out: print_runs(runs, out))
 
 
@@ -267,13 +267,13 @@ async def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     """One run with every attempt."""
     from bot.cli_render import attempt_dict, decision_dict, print_run, run_dict
-    from storage import queries
+    from storage import run_queries
 
     async with database(settings) as db, db.sessions() as session:
         run = await _find_run(session, args.run_id)
-        steps = list(await queries.step_runs(session=session, run_id=run.id))
-        tried = list(await queries.attempts(session=session, run_id=run.id))
-        decided = list(await queries.decisions(session=session, run_id=run.id))
+        steps = list(await run_queries.step_runs(session=session, run_id=run.id))
+        tried = list(await run_queries.attempts(session=session, run_id=run.id))
+        decided = list(await run_queries.decisions(session=session, run_id=run.id))
 
     def data() -> dict[str, Any]:
         return run_dict(run) | {

@@ -13,7 +13,7 @@ from agents.errors import ContractViolation, InvalidState
 from agents.text import as_text
 from bot.cli_render import progress_line
 from bot.format import duration
-from storage import queries
+from storage import outbox_queries, run_queries
 from storage.models import utcnow
 from storage.status import RUNNABLE, RunStatus
 
@@ -26,12 +26,12 @@ def cli_user() -> str:
 async def print_progress(engine: Any, run_id: str, out: TextIO) -> None:
     """Print the run's undelivered announcements once each; the terminal is their surface."""
     async with engine.db.sessions.begin() as session:
-        messages = [m for m in await queries.outbox_since(session=session, after_id=0, run_id=run_id) if m.delivered_at is None]
+        messages = [m for m in await outbox_queries.outbox_since(session=session, after_id=0, run_id=run_id) if m.delivered_at is None]
         for message in messages:
             line = progress_line(message)
             if line:
                 print(line, file=out, flush=True)
-        await queries.mark_outbox_done(session=session, message_ids=[m.id for m in messages], now=utcnow())
+        await outbox_queries.mark_outbox_done(session=session, message_ids=[m.id for m in messages], now=utcnow())
 
 
 async def _advance(engine: Any, run_id: str, out: TextIO) -> str:
@@ -45,7 +45,7 @@ async def _advance(engine: Any, run_id: str, out: TextIO) -> str:
 
 async def _wait_for_lease(engine: Any, run_id: str, out: TextIO, seen: set[Any]) -> None:
     async with engine.db.sessions() as session:
-        run = await queries.get_run(session=session, run_id=run_id)
+        run = await run_queries.get_run(session=session, run_id=run_id)
     if run is None or run.lease_expires_at is None:
         return
     if run.lease_expires_at in seen:

@@ -45,7 +45,7 @@ from agents.digest import compute_digest
 from agents.engine import Engine
 from agents.cron import crontab_trigger
 from agents.spec import WorkflowSpec
-from storage import queries
+from storage import claim_queries
 from storage.db import Database, run_writes
 from storage.models import utcnow
 
@@ -133,7 +133,7 @@ class Scheduler:
         trigger = self.triggers[workflow]
         async with self.db.sessions() as session:
             prefix = f"schedule:{workflow}:"
-            last_key = await queries.last_claim_key(session=session, prefix=prefix)
+            last_key = await claim_queries.last_claim_key(session=session, prefix=prefix)
         last = _key_tick(last_key, prefix) if last_key else None
         horizon = now - self.grace
         if last is not None and last < horizon:
@@ -164,7 +164,7 @@ class Scheduler:
         run_id, start = self.engine.start_writes(spec, inputs, started_by="schedule", trigger="schedule")
         async with self.db.sessions.begin() as session:
             # The claim goes first and is guarded: a key taken already stops the rest from running.
-            if not await run_writes(session, [queries.claim_write(key=key, owner=self.owner), *start]):
+            if not await run_writes(session, [claim_queries.claim_write(key=key, owner=self.owner), *start]):
                 return None
         return run_id
 
@@ -180,13 +180,13 @@ class Scheduler:
             return False
         key = f"digest:{tick.astimezone(ZoneInfo(self.digest_tz)).date().isoformat()}"
         async with self.db.sessions() as session:
-            if await queries.claim_exists(session=session, key=key):
+            if await claim_queries.claim_exists(session=session, key=key):
                 return False
         digest = await compute_digest(self.db, now=tick, days=1, workflows=self.all_workflows)
         ready = outbox.DigestReady(channel=self.digest_channel, report=digest.to_payload())
         async with self.db.sessions.begin() as session:
             won = await run_writes(session, [
-                queries.claim_write(key=key, owner=self.owner), outbox.message(None, ready, stream="digest"),
+                claim_queries.claim_write(key=key, owner=self.owner), outbox.message(None, ready, stream="digest"),
             ])
         if won:
             log.info("digest.announced", key=key, channel=self.digest_channel, workflows=len(digest.workflows))

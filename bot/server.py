@@ -39,7 +39,7 @@ from bot.slack import BotContext
 from bot.slack.app import build_app, build_client
 from bot.slack.directory import Directory
 from bot.slack.dispatcher import Dispatcher, DispatcherSettings
-from storage import queries
+from storage import driver_queries
 from storage.db import Database, connect
 from storage.migrate import upgrade
 
@@ -208,10 +208,10 @@ async def release_dead_leases(db: Database) -> list[str]:
 
     released = []
     async with db.sessions.begin() as session:
-        for owner in await queries.lease_owners(session=session):
+        for owner in await driver_queries.lease_owners(session=session):
             host_pid = owner_process(owner)
             if host_pid and host_pid[0] == socket.gethostname() and host_pid[1] != os.getpid() and not _alive(host_pid[1]):
-                await queries.release_leases(session=session, owner=owner)
+                await driver_queries.release_leases(session=session, owner=owner)
                 released.append(owner)
     if released:
         log.info("serve.released_dead_leases", owners=released)

@@ -15,7 +15,7 @@ from agents.spec import WorkflowSpec
 from bot.slack import blocks as bk
 from bot.slack.errors import answering
 from bot.slack.permissions import require_approver, require_operator
-from storage import queries
+from storage import run_queries
 from storage.models import Run, StepRun
 from storage.status import Action, RunStatus, StepStatus
 
@@ -43,8 +43,8 @@ def parse_click(body: dict[str, Any]) -> Click:
 
 async def load_step(ctx: BotContext, run_id: str, step: str) -> tuple[Run, StepRun, WorkflowSpec]:
     async with ctx.db.sessions() as session:
-        run = await queries.get_run(session=session, run_id=run_id)
-        step_run = await queries.get_step_run(session=session, run_id=run_id, step=step) if run else None
+        run = await run_queries.get_run(session=session, run_id=run_id)
+        step_run = await run_queries.get_step_run(session=session, run_id=run_id, step=step) if run else None
     if run is None or step_run is None:
         raise UnknownRun(f"no step {step!r} in run {run_id!r}")
     return run, step_run, WorkflowSpec.model_validate(run.spec)
@@ -55,7 +55,7 @@ async def require_waiting(ctx: BotContext, step_run: StepRun, run: Run) -> None:
     if step_run.status == StepStatus.AWAITING_APPROVAL and run.status == RunStatus.AWAITING_APPROVAL:
         return
     async with ctx.db.sessions() as session:
-        first = await queries.decision_for(session=session, step_run_id=step_run.id)
+        first = await run_queries.decision_for(session=session, step_run_id=step_run.id)
     if first is not None:
         raise AlreadyDecided(f"{Action(first.action).past} at {bk.when(first.decided_at)}",
                              decided_by=first.decided_by, action=first.action)

@@ -14,7 +14,7 @@ from agents import outbox
 from bot.format import readable
 from bot.slack import blocks as bk
 from bot.slack.poster import Poster, Undeliverable, Where
-from storage import queries
+from storage import chat_queries, run_queries
 from storage.db import Database
 from storage.models import OutboxMessage
 from storage.status import RunStatus, StepStatus
@@ -72,14 +72,14 @@ class Announcements:
         if run_id is None:
             return None
         async with self.db.sessions() as session:
-            run = await queries.get_run(session=session, run_id=run_id)
+            run = await run_queries.get_run(session=session, run_id=run_id)
             if run is None or not run.channel:
                 return None
-            steps = list(await queries.step_runs(session=session, run_id=run_id))
+            steps = list(await run_queries.step_runs(session=session, run_id=run_id))
             counts: dict[str, int] = {}
-            for attempt in await queries.attempts(session=session, run_id=run_id):
+            for attempt in await run_queries.attempts(session=session, run_id=run_id):
                 counts[attempt.step] = counts.get(attempt.step, 0) + 1
-            parent = await queries.get_chat_message(session=session, run_id=run_id, key=PARENT)
+            parent = await chat_queries.get_chat_message(session=session, run_id=run_id, key=PARENT)
         text, blocks = bk.parent_message(run, steps, counts)
         fallback = bk.parent_plain(run, steps)
         if parent is not None:
@@ -88,8 +88,8 @@ class Announcements:
             return where  # even when gone: thread replies still land under its ts
         ts = await self.poster.post(notes, channel=run.channel, text=text, blocks=blocks, fallback=fallback)
         async with self.db.sessions.begin() as session:
-            await queries.put_chat_message(session=session, run_id=run_id, key=PARENT, channel=run.channel, ts=ts)
-            await queries.set_run_message(session=session, run_id=run_id, channel=run.channel, ts=ts)
+            await chat_queries.put_chat_message(session=session, run_id=run_id, key=PARENT, channel=run.channel, ts=ts)
+            await chat_queries.set_run_message(session=session, run_id=run_id, channel=run.channel, ts=ts)
         return Where(run.channel, ts)
 
     async def _parent_only(self, delivery: Delivery, where: Where) -> None:
@@ -124,7 +124,7 @@ class Announcements:
     async def _checkpoint_decided(self, delivery: Delivery, where: Where) -> None:
         decided: outbox.CheckpointDecided = delivery.announcement  # type: ignore[assignment]
         async with self.db.sessions() as session:
-            step_run = await queries.get_step_run(session=session, run_id=str(delivery.run_id), step=decided.step)
+            step_run = await run_queries.get_step_run(session=session, run_id=str(delivery.run_id), step=decided.step)
         text, blocks = bk.decided_message(
             decided.step, step_run.output if step_run else None, action=decided.action, by=decided.by, at=decided.at,
             reason=decided.reason, chars_changed=decided.chars_changed, chars_total=decided.chars_total,
@@ -152,7 +152,7 @@ class Announcements:
     async def _people(self, run_id: str) -> list[str]:
         """The run's starter (when a person) and its approvers: who a failure must reach."""
         async with self.db.sessions() as session:
-            run = await queries.get_run(session=session, run_id=run_id)
+            run = await run_queries.get_run(session=session, run_id=run_id)
         if run is None:
             return []
         people = [run.started_by] if bk.mention(run.started_by).startswith("<") else []
@@ -182,7 +182,7 @@ class Announcements:
     async def _close_failure_report(self, run_id: str, step: str | None, note: str, notes: list[str]) -> None:
         """The last failure report's buttons give way to what was done about it."""
         async with self.db.sessions() as session:
-            found = await queries.latest_chat_message(session=session, run_id=run_id, prefix=f"failure:{step or ''}")
+            found = await chat_queries.latest_chat_message(session=session, run_id=run_id, prefix=f"failure:{step or ''}")
             origin = await session.get(OutboxMessage, found.outbox_id) if found and found.outbox_id else None
         if found is None or origin is None:
             return
@@ -204,8 +204,8 @@ class Announcements:
         finished: outbox.RunFinished = delivery.announcement  # type: ignore[assignment]
         run_id = str(delivery.run_id)
         async with self.db.sessions() as session:
-            run = await queries.get_run(session=session, run_id=run_id)
-            waiting = [s.step for s in await queries.step_runs(session=session, run_id=run_id)
+            run = await run_queries.get_run(session=session, run_id=run_id)
+            waiting = [s.step for s in await run_queries.step_runs(session=session, run_id=run_id)
                        if s.status == StepStatus.AWAITING_APPROVAL]
         line = bk.finished_note(finished, run)
         if finished.status == RunStatus.CANCELLED:

@@ -16,7 +16,7 @@ from bot.slack import blocks as bk
 from bot.slack.errors import Hinted, answering, tell
 from bot.slack.permissions import require_operator
 from bot.slack.starting import start_run
-from storage import queries
+from storage import run_queries
 from storage.models import Run, utcnow
 
 if TYPE_CHECKING:
@@ -135,18 +135,18 @@ def _run_line(run: Run) -> str:
 async def _status(ctx: BotContext, body: dict[str, Any], args: list[str]) -> None:
     async with ctx.db.sessions() as session:
         if not args:
-            runs = list(await queries.list_runs(session=session, limit=15))
+            runs = list(await run_queries.list_runs(session=session, limit=15))
             lines = [_run_line(r) for r in runs]
             text = "*Recent runs*\n" + ("\n".join(lines) if lines else "none yet")
             blocks = bk.sections(lines, title="*Recent runs*") if lines else [bk.section("No runs yet.")]
             await _answer(ctx, body, text=bk.message_text(text), blocks=bk.limit_blocks(blocks))
             return
-        run = await queries.find_run(session=session, ref=args[0])
+        run = await run_queries.find_run(session=session, ref=args[0])
         if run is None:
             raise Hinted(UnknownRun(f"no run {args[0]!r}"), f"`{ctx.command} status` lists recent runs; write `{ctx.command} status RUN_ID`.")
-        steps = list(await queries.step_runs(session=session, run_id=run.id))
+        steps = list(await run_queries.step_runs(session=session, run_id=run.id))
         counts: dict[str, int] = {}
-        for attempt in await queries.attempts(session=session, run_id=run.id):
+        for attempt in await run_queries.attempts(session=session, run_id=run.id):
             counts[attempt.step] = counts.get(attempt.step, 0) + 1
     text, blocks = bk.parent_message(run, steps, counts)
     await _answer(ctx, body, text=text, blocks=blocks)
@@ -157,7 +157,7 @@ async def _operated_run(ctx: BotContext, body: dict[str, Any], args: list[str], 
     if not args:
         raise Hinted(UserInputError("which run?"), f"Write `{ctx.command} {verb} RUN_ID` (see `{ctx.command} status`).")
     async with ctx.db.sessions() as session:
-        run = await queries.find_run(session=session, ref=args[0])
+        run = await run_queries.find_run(session=session, ref=args[0])
     if run is None:
         raise Hinted(UnknownRun(f"no run {args[0]!r}"), f"`{ctx.command} status` lists recent runs.")
     await require_operator(ctx, run, str(body.get("user_id")), verb)

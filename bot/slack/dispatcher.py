@@ -23,7 +23,7 @@ from agents import outbox
 from agents.lease import default_owner
 from bot.slack.announcements import Announcements, Delivery
 from bot.slack.poster import Poster, Undeliverable, describe, slack_is_away
-from storage import queries
+from storage import outbox_queries
 from storage.db import Database
 from storage.models import OutboxMessage, utcnow
 
@@ -88,10 +88,10 @@ class Dispatcher:
     async def _tick(self) -> int:
         now = self.clock()
         async with self.db.sessions.begin() as session:
-            heads = list(await queries.pending_outbox(session=session, now=now, limit=self.settings.batch))
+            heads = list(await outbox_queries.pending_outbox(session=session, now=now, limit=self.settings.batch))
             claimed = [
                 m for m in heads
-                if await queries.claim_outbox(session=session, message_id=m.id, owner=self.settings.owner, now=now,
+                if await outbox_queries.claim_outbox(session=session, message_id=m.id, owner=self.settings.owner, now=now,
                                               hold_s=self.settings.claim_seconds)
             ]
         if not claimed:
@@ -144,14 +144,14 @@ class Dispatcher:
     async def _finish(self, message: OutboxMessage, followers: Sequence[OutboxMessage], *, error: str | None) -> None:
         now = self.clock()
         async with self.db.sessions.begin() as session:
-            await queries.finish_outbox(session=session, message_id=message.id, now=now, error=error)
+            await outbox_queries.finish_outbox(session=session, message_id=message.id, now=now, error=error)
             if followers:
-                await queries.mark_outbox_done(session=session, message_ids=[f.id for f in followers], now=now)
+                await outbox_queries.mark_outbox_done(session=session, message_ids=[f.id for f in followers], now=now)
         log.info("dispatcher.delivered", coalesced=len(followers), error=error)
 
     async def _release(self, message: OutboxMessage) -> None:
         async with self.db.sessions.begin() as session:
-            await queries.release_outbox(session=session, message_id=message.id, owner=self.settings.owner)
+            await outbox_queries.release_outbox(session=session, message_id=message.id, owner=self.settings.owner)
 
     async def _failed(self, message: OutboxMessage, exc: Exception) -> None:
         tries = (message.tries or 0) + 1
@@ -169,7 +169,7 @@ class Dispatcher:
         log.warning("dispatcher.retry_scheduled", error=describe(exc), tries=tries, delay_s=round(delay, 3),
                     exc_info=None if away else exc)
         async with self.db.sessions.begin() as session:
-            await queries.retry_outbox_later(
+            await outbox_queries.retry_outbox_later(
                 session=session, message_id=message.id, owner=self.settings.owner,
                 next_try_at=self.clock() + timedelta(seconds=delay), error=describe(exc),
             )
@@ -180,7 +180,7 @@ class Dispatcher:
         Read before the parent is drawn, so anything written later is still delivered on its own.
         """
         async with self.db.sessions() as session:
-            rest = await queries.outbox_followers(session=session, stream=message.stream, after_id=message.id)
+            rest = await outbox_queries.outbox_followers(session=session, stream=message.stream, after_id=message.id)
         run: list[OutboxMessage] = []
         for follower in rest:
             if follower.kind not in outbox.PARENT_ONLY or follower.run_id != message.run_id:

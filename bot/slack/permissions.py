@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from agents.errors import NotAllowed
 from bot.slack import blocks as bk
 from bot.slack.errors import Hinted
-from storage import queries
+from storage import run_queries
 
 if TYPE_CHECKING:
     from agents.spec import WorkflowSpec
@@ -72,4 +72,4 @@ async def require_operator(ctx: BotContext, run: Run, user: str, action: str) ->
 
 async def _record(ctx: BotContext, kind: str, run_id: str | None, user: str, **detail: Any) -> None:
     async with ctx.db.sessions.begin() as session:
-        queries.add_event(session=session, run_id=run_id, kind=kind, actor=user, **detail)
+        run_queries.add_event(session=session, run_id=run_id, kind=kind, actor=user, **detail)

@@ -13,7 +13,7 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack import blocks as bk
-from storage import queries
+from storage import chat_queries
 from storage.db import Database
 
 log = structlog.get_logger("overseer.slack.poster")
@@ -133,14 +133,14 @@ class Poster:
     async def remember(self, run_id: str | None, key: str, where: Where, *, outbox_id: int | None = None) -> None:
         """Record what was posted for (run, key)."""
         async with self.db.sessions.begin() as session:
-            await queries.put_chat_message(
+            await chat_queries.put_chat_message(
                 session=session, run_id=run_id, key=key, channel=where.channel, ts=where.ts, outbox_id=outbox_id,
             )
 
     async def recall(self, run_id: str | None, key: str) -> Where | None:
         """Where (run, key) was posted, if it was."""
         async with self.db.sessions() as session:
-            found = await queries.get_chat_message(session=session, run_id=run_id, key=key)
+            found = await chat_queries.get_chat_message(session=session, run_id=run_id, key=key)
         return Where(found.channel, found.ts) if found else None
 
 

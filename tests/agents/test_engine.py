@@ -10,7 +10,7 @@ import pytest
 from agents.engine import Engine
 from agents.errors import AlreadyDecided, ContractViolation, InvalidInputs, InvalidState
 from agents.spec import WorkflowSpec
-from storage import queries
+from storage import run_queries
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.helpers.runs import attempts_of, get_run, outbox_kinds
 from tests.helpers.specs import model_spec
@@ -174,7 +174,7 @@ async def test_an_edit_must_satisfy_the_contract_else_nothing_changes(engine: En
     assert await engine.advance(run_id) == "succeeded"
     assert fake_model.requests[1].body["messages"][-1]["content"] == "Better"
     async with engine.db.sessions() as session:
-        [decision] = await queries.decisions(session=session, run_id=run_id)
+        [decision] = await run_queries.decisions(session=session, run_id=run_id)
     assert decision.original_output == {"title": "T", "body": "B"} and decision.edited_output["title"] == "Better"
 
 
@@ -201,7 +201,7 @@ async def test_racing_decisions_record_exactly_one(engine: Engine, fake_model: F
     assert len(winners) == 1
     assert all(isinstance(r, AlreadyDecided) and r.decided_by == winners[0].decided_by for r in results if r not in winners)
     async with engine.db.sessions() as session:
-        assert len(await queries.decisions(session=session, run_id=run_id)) == 1
+        assert len(await run_queries.decisions(session=session, run_id=run_id)) == 1
 
 
 async def test_budget_stops_the_run_before_a_call_that_would_exceed_it(engine: Engine, fake_model: FakeModel) -> None:
@@ -241,7 +241,7 @@ async def test_bad_inputs_are_refused_before_anything_is_recorded(engine: Engine
     with pytest.raises(InvalidInputs, match="unknown input 'whom'"):
         await engine.start(spec, {"whom": "x"}, started_by="t")
     async with engine.db.sessions() as session:
-        assert await queries.list_runs(session=session) == []
+        assert await run_queries.list_runs(session=session) == []
 
 
 async def test_cancel_stops_a_waiting_run(engine: Engine, fake_model: FakeModel) -> None:

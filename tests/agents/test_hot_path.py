@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agents.engine import Engine
-from storage import queries
+from storage import run_queries
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.helpers.runs import attempts_of, get_run, outbox_kinds, steps_of
 from tests.helpers.specs import model_spec
@@ -71,7 +71,7 @@ async def test_a_lost_lease_stops_the_step_transaction_whole(engine: Engine, fak
     async def steal(run: str, *args: Any, **kw: Any) -> Any:
         result = await original(run, *args, **kw)
         async with engine.db.sessions.begin() as session:
-            await queries.set_run_status(session=session, run_id=run, to="running", allowed_from=("running",), lease_owner="other")
+            await run_queries.set_run_status(session=session, run_id=run, to="running", allowed_from=("running",), lease_owner="other")
         return result
 
     engine.caller.call = steal  # type: ignore[method-assign]

@@ -6,7 +6,7 @@ import asyncio
 import json
 
 from bot.slack import blocks as bk
-from storage import queries
+from storage import run_queries
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.helpers.slack_app import ALICE, BOSS, CHANNEL, StartBot, buttons, flow, stop_bot, text_of
 
@@ -93,8 +93,8 @@ async def test_an_edit_that_breaks_the_contract_is_refused_inline_and_nothing_ch
     run = await bot.run(run.id)
     assert run.status == "awaiting_approval"
     async with bot.db.sessions() as session:
-        assert list(await queries.decisions(session=session, run_id=run.id)) == []
-        assert (await queries.get_step_run(session=session, run_id=run.id, step="draft")).output == {"title": "Owls"}
+        assert list(await run_queries.decisions(session=session, run_id=run.id)) == []
+        assert (await run_queries.get_step_run(session=session, run_id=run.id, step="draft")).output == {"title": "Owls"}
     assert bk.APPROVE in buttons(bot.thread(run)[0])
 
 
@@ -133,7 +133,7 @@ async def test_an_outsiders_click_is_refused_ephemerally_and_recorded(start_bot:
     run = await bot.run(run.id)
     assert run.status == "awaiting_approval"
     async with bot.db.sessions() as session:
-        refused = list(await queries.events(session=session, run_id=run.id, kind="decision_refused"))
+        refused = list(await run_queries.events(session=session, run_id=run.id, kind="decision_refused"))
     assert sorted((e.actor, e.detail["action"]) for e in refused) == [("U0MALLORY", "approve"), ("U0MALLORY", "edit")]
 
 
@@ -154,8 +154,8 @@ async def test_an_outsiders_edit_or_reject_form_is_refused_inline_and_recorded(s
     await bot.idle()
     assert (await bot.run(run.id)).status == "awaiting_approval"
     async with bot.db.sessions() as session:
-        assert list(await queries.decisions(session=session, run_id=run.id)) == []
-        refused = list(await queries.events(session=session, run_id=run.id, kind="decision_refused"))
+        assert list(await run_queries.decisions(session=session, run_id=run.id)) == []
+        refused = list(await run_queries.events(session=session, run_id=run.id, kind="decision_refused"))
     assert [(e.actor, e.detail["action"]) for e in refused] == [("U0MALLORY", "edit"), ("U0MALLORY", "reject")]
 
 
@@ -173,7 +173,7 @@ async def test_two_clicks_at_once_make_one_decision_and_the_other_is_told_who_wa
     await bot.fake.wait_for_async(lambda f: any("Too late" in e["text"] for e in f.ephemerals), what="loser told")
     await bot.idle()
     async with bot.db.sessions() as session:
-        [decision] = list(await queries.decisions(session=session, run_id=run.id))
+        [decision] = list(await run_queries.decisions(session=session, run_id=run.id))
     loser = "U0CAROL" if decision.decided_by == BOSS else BOSS
     [told] = [t for t in bot.ephemerals_for(loser) if "Too late" in t]
     assert f"<@{decision.decided_by}> approved this checkpoint first" in told
@@ -196,7 +196,7 @@ async def test_a_user_group_approver_is_resolved_through_usergroups_users_list(s
     lookups = bot.fake.calls_to("usergroups.users.list")
     assert [c.args["usergroup"] for c in lookups] == ["S0EDITORS"]  # cached: one lookup for both clicks
     async with bot.db.sessions() as session:
-        [decision] = list(await queries.decisions(session=session, run_id=run.id))
+        [decision] = list(await run_queries.decisions(session=session, run_id=run.id))
     assert decision.decided_by == "U0DAVE"
 
 

@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 
 from bot.slack import blocks as bk
-from storage import queries
+from storage import run_queries
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.helpers.slack_app import ALICE, CHANNEL, StartBot, flow, text_of
 
@@ -27,7 +27,7 @@ def inputs_flow(fake_model: FakeModel, **extra: object):
 
 async def nothing_recorded(bot) -> None:
     async with bot.db.sessions() as session:
-        assert list(await queries.list_runs(session=session)) == []
+        assert list(await run_queries.list_runs(session=session)) == []
     assert await bot.outbox() == []
 
 
@@ -133,8 +133,8 @@ async def test_a_refused_start_cancel_or_retry_is_answered_and_recorded_like_a_r
     assert len(answers) == 3 and all("Not allowed" in a for a in answers)
     assert (await bot.run(run.id)).status == "failed"
     async with bot.db.sessions() as session:
-        starts = list(await queries.events(session=session, kind="start_refused"))
-        actions = list(await queries.events(session=session, kind="action_refused"))
+        starts = list(await run_queries.events(session=session, kind="start_refused"))
+        actions = list(await run_queries.events(session=session, kind="action_refused"))
     assert [(e.run_id, e.actor, e.detail) for e in starts] == [(None, "U0MALLORY", {"workflow": "writer"})]
     assert [(e.run_id, e.actor, e.detail["action"]) for e in actions] == [(run.id, "U0MALLORY", "retry"), (run.id, "U0MALLORY", "cancel")]
 
@@ -148,7 +148,7 @@ async def test_a_refused_run_form_is_answered_inline_and_recorded(start_bot: Sta
     await bot.idle()
     await nothing_recorded(bot)
     async with bot.db.sessions() as session:
-        [refused] = await queries.events(session=session, kind="start_refused")
+        [refused] = await run_queries.events(session=session, kind="start_refused")
     assert refused.actor == "U0MALLORY" and refused.detail == {"workflow": "writer"}
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from agents.errors import ConfigError, DatabaseUnavailable, OverseerError, StepError, UserInputError
 from bot import cli
-from storage import queries
+from storage import run_queries
 from storage.db import Database
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.fakes.web_page import WebPage
@@ -168,7 +168,7 @@ async def test_bad_input_is_one_line_exit_2_and_changes_nothing(
     assert code == 2 and message in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     async with db.sessions() as session:
-        assert await queries.list_runs(session=session) == []
+        assert await run_queries.list_runs(session=session) == []
 
 
 async def test_an_unreachable_database_is_one_line(fake_model: FakeModel) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage import queries
+from storage import outbox_queries, run_queries
 from storage.db import Database
 from storage.models import Attempt, OutboxMessage, Run, StepRun
 
@@ -20,7 +20,7 @@ def database(holder: Any) -> Database:
 async def all_runs(holder: Any, limit: int = 1000) -> list[Run]:
     """Every run, newest first."""
     async with database(holder).sessions() as session:
-        return list(await queries.list_runs(session=session, limit=limit))
+        return list(await run_queries.list_runs(session=session, limit=limit))
 
 
 async def only_run(holder: Any) -> Run:
@@ -33,25 +33,25 @@ async def only_run(holder: Any) -> Run:
 async def get_run(holder: Any, run_id: str) -> Run | None:
     """One run by id."""
     async with database(holder).sessions() as session:
-        return await queries.get_run(session=session, run_id=run_id)
+        return await run_queries.get_run(session=session, run_id=run_id)
 
 
 async def steps_of(holder: Any, run_id: str) -> list[StepRun]:
     """A run's steps, in spec order."""
     async with database(holder).sessions() as session:
-        return list(await queries.step_runs(session=session, run_id=run_id))
+        return list(await run_queries.step_runs(session=session, run_id=run_id))
 
 
 async def attempts_of(holder: Any, run_id: str, step: str | None = None) -> list[Attempt]:
     """A run's attempts (of one step if given), in order."""
     async with database(holder).sessions() as session:
-        return list(await queries.attempts(session=session, run_id=run_id, step=step))
+        return list(await run_queries.attempts(session=session, run_id=run_id, step=step))
 
 
 async def outbox_of(holder: Any, run_id: str | None = None) -> list[OutboxMessage]:
     """The outbox (a run's messages if given), oldest first."""
     async with database(holder).sessions() as session:
-        return list(await queries.outbox_since(session=session, after_id=0, run_id=run_id))
+        return list(await outbox_queries.outbox_since(session=session, after_id=0, run_id=run_id))
 
 
 async def outbox_kinds(holder: Any, run_id: str) -> list[str]:

@@ -12,7 +12,7 @@ from agents.digest import compute_digest
 from agents.engine import Engine
 from agents.loading import parse_spec
 from agents.spec import WorkflowSpec
-from storage import queries
+from storage import run_queries
 from storage.db import Database
 from tests.helpers.runs import outbox_of
 from tests.ops.clock import Clock, clocked_engine
@@ -58,7 +58,7 @@ async def test_approvers_are_reminded_once_after_remind_after(db: Database, engi
     reminders = [p for k, p in await announcements(engine, run_id) if k == "checkpoint_reminder"]
     assert reminders == [{"step": "draft", "mention": ["U0ALICE"], "waiting_s": 7200.0, "timeout_s": 14400.0}]
     async with db.sessions() as session:
-        step = await queries.get_step_run(session=session, run_id=run_id, step="draft")
+        step = await run_queries.get_step_run(session=session, run_id=run_id, step="draft")
     assert step.reminded_at == clock.now.replace(minute=0) and step.escalated_at is None
 
 
@@ -75,7 +75,7 @@ async def test_at_the_timeout_the_run_is_escalated_and_ends_expired_not_rejected
     assert escalation["mention"] == ["U0BOB", "S0ONCALL"] and escalation["on_timeout"] == "reject"
     assert dict(kinds)["run_finished"]["status"] == "expired"
     async with db.sessions() as session:
-        [decision] = await queries.decisions(session=session, run_id=run_id)
+        [decision] = await run_queries.decisions(session=session, run_id=run_id)
     assert (decision.action, decision.decided_by, decision.wait_s) == ("expire", "deadline", 4 * 3600.0)
     digest = await compute_digest(db, now=clock.now)
     [flow] = digest.workflows

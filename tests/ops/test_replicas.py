@@ -19,7 +19,7 @@ from sqlalchemy import select
 from agents.digest import compute_digest
 from agents.engine import Engine, EngineSettings
 from agents.loading import load_spec
-from storage import queries
+from storage import run_queries
 from storage.db import Database
 from storage.models import Attempt, ChatMessage, Claim, OutboxMessage, Run, utcnow
 from tests.fakes.fake_model import FakeModel, Reply
@@ -127,7 +127,7 @@ async def test_two_replicas_one_killed_mid_step_run_every_step_fire_every_tick_a
 
         async def in_flight() -> Run | None:
             async with db.sessions() as session:
-                run = await queries.get_run(session=session, run_id=run_ids[3])
+                run = await run_queries.get_run(session=session, run_id=run_ids[3])
             return run if run and run.lease_owner and prompts["one run3"] == 1 else None
 
         hung = await eventually(in_flight, 60, "run3's first step to be in flight")
@@ -148,7 +148,7 @@ async def test_two_replicas_one_killed_mid_step_run_every_step_fire_every_tick_a
 
         async def all_done() -> bool:
             async with db.sessions() as session:
-                runs = list(await queries.list_runs(session=session, limit=100))
+                runs = list(await run_queries.list_runs(session=session, limit=100))
                 undelivered = (await session.scalars(select(OutboxMessage.id).where(OutboxMessage.delivered_at.is_(None)))).all()
             return len(runs) > 6 and all(r.status == "succeeded" for r in runs) and not undelivered
 
@@ -159,7 +159,7 @@ async def test_two_replicas_one_killed_mid_step_run_every_step_fire_every_tick_a
             await replica.stop()
 
     async with db.sessions() as session:
-        runs = list(await queries.list_runs(session=session, limit=100))
+        runs = list(await run_queries.list_runs(session=session, limit=100))
         attempts = list((await session.scalars(select(Attempt))).all())
         ticks = list((await session.scalars(select(Claim.key).where(Claim.key.startswith("schedule:")))).all())
         parents = list((await session.scalars(select(ChatMessage).where(ChatMessage.key == "parent"))).all())

@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 from storage.db import Database, connect, run_writes
 from storage.migrate import upgrade
 from storage.models import Run, utcnow
-from storage import queries
+from storage import driver_queries, outbox_queries, run_queries
 
 
 @pytest.fixture
@@ -42,17 +42,17 @@ async def test_run_writes_stops_at_a_failed_guard_and_the_rollback_undoes_it(sql
     values = {"id": "r1", "workflow": "w", "inputs": {}, "spec": {}, "started_by": "t", "trigger": "cli",
               "status": "queued", "channel": None, "created_at": now, "updated_at": now}
     async with sqlite_db.sessions.begin() as session:
-        assert await run_writes(session, queries.new_run_writes(values, ["a", "b"]))
+        assert await run_writes(session, driver_queries.new_run_writes(values, ["a", "b"]))
     async with sqlite_db.sessions() as session:
-        fence = queries.fence_step_write(run_id="r1", owner="nobody", now=now, step="a")
-        message = queries.outbox_write([("r1", "step_started", {"step": "a"}, None)])
+        fence = driver_queries.fence_step_write(run_id="r1", owner="nobody", now=now, step="a")
+        message = outbox_queries.outbox_write([("r1", "step_started", {"step": "a"}, None)])
         assert not await run_writes(session, [message, fence, message])
         await session.rollback()
     async with sqlite_db.sessions() as session:
-        assert await queries.outbox_since(session=session, after_id=0) == []
-        run = await queries.get_run(session=session, run_id="r1")
+        assert await outbox_queries.outbox_since(session=session, after_id=0) == []
+        run = await run_queries.get_run(session=session, run_id="r1")
         assert run is not None and (run.tokens_in, run.cost_usd, run.status) == (0, 0.0, "queued")  # defaults applied
-        assert [s.step for s in await queries.step_runs(session=session, run_id="r1")] == ["a", "b"]
+        assert [s.step for s in await run_queries.step_runs(session=session, run_id="r1")] == ["a", "b"]
         # Columns left out stay SQL NULL (not JSON 'null'), as an ORM insert leaves them.
         nulls = "SELECT count(*) FROM step_runs WHERE input IS NULL AND output IS NULL AND input_override IS NULL"
         assert (await session.execute(text(nulls))).scalar() == 2

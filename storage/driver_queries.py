@@ -1,0 +1,232 @@
+"""What a run's driver reads and writes: leases (which process drives a run) and the hot path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, bindparam, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.db import Write
+from storage.models import Attempt, Run, StepRun
+from storage.status import RUNNABLE, STARTABLE_STEP, RunStatus, StepStatus
+
+
+async def runnable_run_ids(*, session: AsyncSession, now: datetime, limit: int) -> list[str]:
+    """Runs waiting for a driver: queued, or running under an expired lease (its process died)."""
+    query = (
+        select(Run.id)
+        .where(Run.status.in_(RUNNABLE), or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now))
+        .order_by(Run.created_at)
+        .limit(limit)
+    )
+    if session.bind.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return list((await session.scalars(query)).all())
+
+
+def fence_write(*, run_id: str, owner: str, now: datetime, **values: Any) -> Write:
+    """Update a run only while `owner` holds its lease and it is still runnable (guarded): every driver
+    write starts with a fence, so a process that lost its lease (or a cancelled run) changes nothing."""
+    stmt = (
+        update(Run)
+        .where(Run.id == run_id, Run.lease_owner == owner, Run.status.in_(RUNNABLE))
+        .values(updated_at=now, **values)
+    )
+    return (stmt, {}, True)
+
+
+async def renew_lease(*, session: AsyncSession, run_id: str, owner: str, now: datetime, lease_s: float) -> bool:
+    """Extend our lease; False when it was lost or the run was cancelled meanwhile."""
+    result = await session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.lease_owner == owner, Run.status.in_(RUNNABLE))
+        .values(lease_expires_at=now + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+async def lease_owners(*, session: AsyncSession) -> list[str]:
+    """Every process that holds (or held, until it lapses) a run's lease."""
+    return list((await session.scalars(select(Run.lease_owner).where(Run.lease_owner.is_not(None)).distinct())).all())
+
+
+async def release_leases(*, session: AsyncSession, owner: str) -> int:
+    """Free the leases of a process known to be dead, so its runs need not wait for them to lapse."""
+    result = await session.execute(
+        update(Run).where(Run.lease_owner == owner).values(lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
+
+
+# --- the hot path ------------------------------------------------------------------------------
+# Core statements built once, with bind parameters, run on the session's connection: no ORM unit of
+# work, no statement construction per call. Each step costs a few of these, so they add up.
+_RUNS, _STEPS = Run.__table__, StepRun.__table__
+
+
+_ATTEMPT_COLUMNS = tuple(c.key for c in Attempt.__table__.c if c.key != "id")
+
+
+# Plain comparisons rather than IN (...): an IN list is re-expanded on every execution.
+_RUNNABLE = or_(*(_RUNS.c.status == status for status in RUNNABLE))
+
+
+def _fenced(**values: Any) -> Any:
+    """UPDATE runs SET values WHERE this owner holds the lease and the run is runnable (see fence_write)."""
+    return (
+        update(_RUNS)
+        .where(_RUNS.c.id == bindparam("p_run"), _RUNS.c.lease_owner == bindparam("p_owner"), _RUNNABLE)
+        .values(updated_at=bindparam("p_now"), **values)
+    )
+
+
+_CHARGE = {
+    "tokens_in": _RUNS.c.tokens_in + bindparam("p_tokens_in"),
+    "tokens_out": _RUNS.c.tokens_out + bindparam("p_tokens_out"),
+    "cost_usd": _RUNS.c.cost_usd + bindparam("p_cost"),
+}
+
+
+_RELEASE = {"status": bindparam("p_status"), "lease_owner": None, "lease_expires_at": None}
+
+
+_FENCE_STEP = _fenced(current_step=bindparam("p_step"))
+
+
+_FENCE_CHARGE_STEP = _fenced(**_CHARGE, current_step=bindparam("p_step"))
+
+
+_FENCE_CHARGE_PARK = _fenced(**_CHARGE, **_RELEASE)
+
+
+_FENCE_CHARGE_END = _fenced(**_CHARGE, **_RELEASE, finished_at=bindparam("p_now"), current_step=None)
+
+
+_CLAIM = (
+    update(_RUNS)
+    .where(
+        _RUNS.c.id == bindparam("p_run"), _RUNNABLE,
+        or_(_RUNS.c.lease_owner.is_(None), _RUNS.c.lease_owner == bindparam("p_owner"),
+            _RUNS.c.lease_expires_at < bindparam("p_now")),
+    )
+    .values(
+        lease_owner=bindparam("p_owner"), lease_expires_at=bindparam("p_until"), status=RunStatus.RUNNING,
+        started_at=func.coalesce(_RUNS.c.started_at, bindparam("p_now")), updated_at=bindparam("p_now"),
+    )
+    .returning(_RUNS.c.workflow, _RUNS.c.inputs, _RUNS.c.spec, _RUNS.c.cost_usd)
+)
+
+
+_STEP_ROWS = (
+    select(_STEPS.c.id, _STEPS.c.step, _STEPS.c.status, _STEPS.c.input_override, _STEPS.c.output, _STEPS.c.attempts)
+    .where(_STEPS.c.run_id == bindparam("p_run"))
+    .order_by(_STEPS.c.position)
+)
+
+
+_START_STEP = (
+    update(_STEPS)
+    .where(_STEPS.c.id == bindparam("p_id"), or_(*(_STEPS.c.status == s for s in STARTABLE_STEP)))
+    .values(status=StepStatus.RUNNING, input=bindparam("p_input"), started_at=bindparam("p_now"), error=None)
+)
+
+
+_END_STEP = (
+    update(_STEPS)
+    .where(_STEPS.c.id == bindparam("p_id"), _STEPS.c.status == StepStatus.RUNNING)
+    .values(
+        status=bindparam("p_status"), output=bindparam("p_output"), finished_at=bindparam("p_now"),
+        attempts=bindparam("p_attempts"), cost_usd=_STEPS.c.cost_usd + bindparam("p_cost"),
+        awaiting_since=func.coalesce(bindparam("p_awaiting_since"), _STEPS.c.awaiting_since),
+    )
+)
+
+
+_INSERT_RUN = insert(_RUNS)
+
+
+_INSERT_STEPS = insert(_STEPS)
+
+
+_INSERT_ATTEMPT = insert(Attempt.__table__)
+
+
+def new_run_writes(values: dict[str, Any], steps: Sequence[str]) -> list[Write]:
+    """Insert a run and its pending steps (one statement for all the steps)."""
+    rows = [{"run_id": values["id"], "step": step, "position": i, "status": StepStatus.PENDING} for i, step in enumerate(steps)]
+    return [(_INSERT_RUN, values, False), (_INSERT_STEPS, rows, False)]
+
+
+async def claim_run_returning(
+    *, session: AsyncSession, run_id: str, owner: str, now: datetime, lease_s: float
+) -> Row[Any] | None:
+    """Take the lease of a runnable run (and mark it running) if nobody holds a live one, handing back what driving needs (workflow, inputs, spec, cost_usd), or None."""
+    conn = await session.connection()
+    result = await conn.execute(
+        _CLAIM, {"p_run": run_id, "p_owner": owner, "p_now": now, "p_until": now + timedelta(seconds=lease_s)}
+    )
+    return result.first()
+
+
+async def step_rows(*, session: AsyncSession, run_id: str) -> Sequence[Row[Any]]:
+    """A run's steps in spec order as plain rows (id, step, status, input_override, output, attempts)."""
+    conn = await session.connection()
+    return (await conn.execute(_STEP_ROWS, {"p_run": run_id})).all()
+
+
+def fence_step_write(*, run_id: str, owner: str, now: datetime, step: str) -> Write:
+    """fence_write setting the run's current step (guarded: no row, no lease)."""
+    return (_FENCE_STEP, {"p_run": run_id, "p_owner": owner, "p_now": now, "p_step": step}, True)
+
+
+def fence_charge_write(
+    *, run_id: str, owner: str, now: datetime, attempt: Attempt, step: str | None = None, status: str | None = None
+) -> Write:
+    """fence_write adding an attempt's tokens and cost to the run, and then either moving it on to `step`,
+    or (with `status`) parking it (awaiting_approval) or ending it: both give the lease up."""
+    params = {
+        "p_run": run_id, "p_owner": owner, "p_now": now, "p_tokens_in": attempt.tokens_in,
+        "p_tokens_out": attempt.tokens_out, "p_cost": attempt.cost_usd, "p_step": step, "p_status": status,
+    }
+    if status is None:
+        return (_FENCE_CHARGE_STEP, params, True)
+    return (_FENCE_CHARGE_PARK if status == RunStatus.AWAITING_APPROVAL else _FENCE_CHARGE_END, params, True)
+
+
+def start_step_write(*, step_run_id: int, call_input: Any, now: datetime) -> Write:
+    """Mark a pending (or interrupted) step running with the input it is called with."""
+    return (_START_STEP, {"p_id": step_run_id, "p_input": call_input, "p_now": now}, False)
+
+
+def end_step_write(*, step_run_id: int, status: str, output: Any, now: datetime, attempt: Attempt) -> Write:
+    """Record a running step's result: succeeded, or awaiting_approval (then awaiting since now)."""
+    return (_END_STEP, {
+        "p_id": step_run_id, "p_status": status, "p_output": output, "p_now": now, "p_attempts": attempt.number,
+        "p_cost": attempt.cost_usd, "p_awaiting_since": now if status == StepStatus.AWAITING_APPROVAL else None,
+    }, False)
+
+
+def attempt_write(attempt: Attempt) -> Write:
+    """Record a (transient, not added) Attempt."""
+    return (_INSERT_ATTEMPT, {key: getattr(attempt, key) for key in _ATTEMPT_COLUMNS}, False)
+
+
+def attempt_failed_write(*, run_id: str, step: str, attempt: Attempt) -> Write:
+    """Count a failed attempt on its step: the attempts so far and their cost."""
+    stmt = (
+        update(StepRun)
+        .where(StepRun.run_id == run_id, StepRun.step == step)
+        .values(attempts=attempt.number, cost_usd=StepRun.cost_usd + attempt.cost_usd)
+    )
+    return (stmt, {}, False)
+
+
+def backoff_write(*, run_id: str, step: str, number: int, delay_s: float) -> Write:
+    """Record the wait that followed an attempt."""
+    stmt = update(Attempt).where(Attempt.run_id == run_id, Attempt.step == step, Attempt.number == number).values(backoff_s=delay_s)
+    return (stmt, {}, False)
