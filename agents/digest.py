@@ -216,8 +216,8 @@ class _Raw:
             success_rate_change=(rate - prev) if rate is not None and prev is not None else None,
             top_failed_steps=[StepCount(k, v) for k, v in steps],
             attempts=self.attempts, retries=self.retries, retry_exhaustions=self.exhaustions,
-            approved=self.actions["approve"], edited=self.actions["edit"],
-            checkpoint_rejected=self.actions["reject"], checkpoint_expired=self.actions["expire"],
+            approved=self.actions[Action.APPROVE], edited=self.actions[Action.EDIT],
+            checkpoint_rejected=self.actions[Action.REJECT], checkpoint_expired=self.actions[Action.EXPIRE],
             escalations_held=self.held,
             edit_rate=self.chars_changed / self.chars_total if self.chars_total else None,
             median_decision_s=percentile(sorted(self.waits), 0.5),
@@ -270,7 +270,7 @@ async def compute_digest(
             raw[wf].attempts, raw[wf].retries, raw[wf].cost = n, retries, cost
         for wf, action, n, changed, total in await dq.decision_totals(session=session, start=start, end=now):
             raw[wf].actions[action] += n
-            if action in ("approve", "edit"):
+            if action in (Action.APPROVE, Action.EDIT):
                 raw[wf].chars_changed += changed
                 raw[wf].chars_total += total
         for wf, wait in await dq.decision_waits(session=session, start=start, end=now, actions=HUMAN_ACTIONS):

@@ -15,7 +15,7 @@ from bot.cli_render import progress_line
 from bot.format import duration
 from storage import outbox_queries, run_queries
 from storage.models import utcnow
-from storage.status import RUNNABLE, RunStatus
+from storage.status import RUNNABLE, Action, RunStatus
 
 
 def cli_user() -> str:
@@ -83,7 +83,7 @@ async def _checkpoint(engine: Any, run_id: str, *, yes: bool, out: TextIO) -> bo
     run_id, step, output, spec = await engine.pending_step(run_id)
     print(f"\n── checkpoint: {step} ──\n{as_text(output)}\n", file=out, flush=True)
     if yes:
-        await engine.decide(run_id, step, action="approve", by=cli_user())
+        await engine.decide(run_id, step, action=Action.APPROVE, by=cli_user())
         print("  approved (--yes)", file=out, flush=True)
         return True
     while True:
@@ -92,16 +92,16 @@ async def _checkpoint(engine: Any, run_id: str, *, yes: bool, out: TextIO) -> bo
             return False
         choice = answer[:1].lower()
         if choice == "a":
-            await engine.decide(run_id, step, action="approve", by=cli_user())
+            await engine.decide(run_id, step, action=Action.APPROVE, by=cli_user())
             return True
         if choice == "r":
             reason = await _ask("reason: ")
-            await engine.decide(run_id, step, action="reject", by=cli_user(), reason=reason or None)
+            await engine.decide(run_id, step, action=Action.REJECT, by=cli_user(), reason=reason or None)
             return True
         if choice == "e":
             edited = await asyncio.to_thread(_edit_in_editor, as_text(output), spec.step(step).output.format)
             try:
-                await engine.decide(run_id, step, action="edit", by=cli_user(), edited=edited)
+                await engine.decide(run_id, step, action=Action.EDIT, by=cli_user(), edited=edited)
                 return True
             except ContractViolation as exc:
                 print(f"  {exc}; nothing changed, try again", file=out, flush=True)

@@ -9,7 +9,7 @@ from agents import outbox
 from agents.text import as_text
 from bot.format import duration, money, span, step_icon
 from storage.models import Attempt, Decision, OutboxMessage, Run, StepRun
-from storage.status import StepStatus
+from storage.status import Action, StepStatus
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -92,7 +92,7 @@ def print_run(run: Run, steps: list[StepRun], attempts: list[Attempt], decisions
             _block("output", a.raw_output, out)
         if s.step in decided:
             d = decided[s.step]
-            extra = f" ({d.chars_changed} chars changed)" if d.action == "edit" else ""
+            extra = f" ({d.chars_changed} chars changed)" if d.action == Action.EDIT else ""
             reason = f": {d.reason}" if d.reason else ""
             print(f"    decision: {d.action} by {d.decided_by} at {d.decided_at:%Y-%m-%d %H:%M:%S}{extra}{reason}", file=out)
 

@@ -83,14 +83,14 @@ def register(app: AsyncApp, ctx: BotContext) -> None:
 
 async def approve(ctx: BotContext, click: Click) -> None:
     run, _, _ = await load_step(ctx, click.run_id, click.step)
-    await require_approver(ctx, run, click.step, click.user, "approve")
-    await ctx.engine.decide(click.run_id, click.step, action="approve", by=click.user)
+    await require_approver(ctx, run, click.step, click.user, Action.APPROVE)
+    await ctx.engine.decide(click.run_id, click.step, action=Action.APPROVE, by=click.user)
     ctx.kick()
 
 
 async def open_edit(ctx: BotContext, click: Click) -> None:
     run, step_run, spec = await load_step(ctx, click.run_id, click.step)
-    await require_approver(ctx, run, click.step, click.user, "edit")
+    await require_approver(ctx, run, click.step, click.user, Action.EDIT)
     await require_waiting(ctx, step_run, run)
     view = bk.edit_modal(run.id, click.step, step_run.output, click.channel or run.channel or "", spec.step(click.step).output.format)
     await ctx.client.views_open(trigger_id=click.trigger_id, view=view)
@@ -98,7 +98,7 @@ async def open_edit(ctx: BotContext, click: Click) -> None:
 
 async def open_reject(ctx: BotContext, click: Click) -> None:
     run, step_run, _ = await load_step(ctx, click.run_id, click.step)
-    await require_approver(ctx, run, click.step, click.user, "reject")
+    await require_approver(ctx, run, click.step, click.user, Action.REJECT)
     await require_waiting(ctx, step_run, run)
     await ctx.client.views_open(trigger_id=click.trigger_id, view=bk.reject_modal(run.id, click.step, click.channel or run.channel or ""))
 

@@ -20,7 +20,7 @@ from bot.slack.limits import (
     MAX_MODAL_BLOCKS, MESSAGE_TEXT, MODAL_TITLE, PRIVATE_METADATA, SECTION_TEXT,
 )
 from bot.slack.mrkdwn import cut, cut_escaped, escape_mrkdwn
-from storage.status import FINISHED_RUN, RunStatus, StepStatus
+from storage.status import FINISHED_RUN, Action, RunStatus, StepStatus
 
 CONTINUED = "… continued in the attached file"
 
@@ -257,12 +257,12 @@ def decided_message(step: str, output: Any, *, action: str, by: str, at: str | N
                     chars_changed: int = 0, chars_total: int = 0) -> tuple[str, list[dict[str, Any]]]:
     """The checkpoint message once decided: the buttons give way to who decided what, when."""
     line = f"{escape_mrkdwn(decision(action))} by {mention(by)} at {when(at)}"
-    if action == "edit":
+    if action == Action.EDIT:
         line += f" · {chars_changed} of {chars_total} characters changed"
     if reason:
         line += f"\nReason: {escape_mrkdwn(cut(reason, 2000))}"
     body, _ = code_block(output)
-    label = "Output as edited:" if action == "edit" else "Output:"
+    label = "Output as edited:" if action == Action.EDIT else "Output:"
     blocks = [section(f"*Checkpoint `{escape_mrkdwn(step)}`* · {label}"), section(body), section(line)]
     return message_text(f"Checkpoint {escape_mrkdwn(step)}: {line}"), blocks
 

@@ -20,6 +20,7 @@ from bot.slack.actions import load_step
 from bot.slack.errors import answering, inline_message
 from bot.slack.permissions import require_approver, require_operator
 from bot.slack.starting import start_run
+from storage.status import Action
 
 if TYPE_CHECKING:
     from agents.spec import WorkflowSpec
@@ -129,7 +130,7 @@ async def submit_edit(ctx: BotContext, sub: Submission, answer: Answer) -> None:
         check_edit(spec.step(step).output, text)  # a ContractViolation
         return {"edited": text}
 
-    await _decide(ctx, sub, answer, "edit", "output", edited)
+    await _decide(ctx, sub, answer, Action.EDIT, "output", edited)
 
 
 async def submit_reject(ctx: BotContext, sub: Submission, answer: Answer) -> None:
@@ -139,7 +140,7 @@ async def submit_reject(ctx: BotContext, sub: Submission, answer: Answer) -> Non
             raise InvalidInputs("say why it is rejected")
         return {"reason": text}
 
-    await _decide(ctx, sub, answer, "reject", "reason", reason)
+    await _decide(ctx, sub, answer, Action.REJECT, "reason", reason)
 
 
 async def submit_retry(ctx: BotContext, sub: Submission, answer: Answer) -> None:
