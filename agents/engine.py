@@ -13,6 +13,7 @@ import structlog
 
 from agents import checkpoints, outbox
 from agents.errors import InvalidState, StepError, TemplateFailure, UnknownRun
+from agents.fetch_guard import FetchPolicy
 from agents.lease import Lease, LeaseLost, default_owner
 from agents.inputs import coerce_inputs
 from agents.spec import ModelStep, ToolStep, WorkflowSpec
@@ -39,6 +40,7 @@ class EngineSettings:
     lease_seconds: float = 60.0
     delay_scale: float = 1.0  # tests shrink backoff waits through this, not by patching
     secrets: Mapping[str, str] = field(default_factory=dict)  # what api_key_env names resolve to
+    fetch_policy: FetchPolicy = field(default_factory=FetchPolicy)  # the non-public hosts fetch_page may reach
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,8 @@ class Engine:
         self.settings = settings or EngineSettings()
         self.clock = clock
         self.lease = Lease(db, self.settings.owner, self.settings.lease_seconds, clock)
-        self.caller = StepCaller(self.lease, delay_scale=self.settings.delay_scale, secrets=self.settings.secrets)
+        self.caller = StepCaller(self.lease, delay_scale=self.settings.delay_scale, secrets=self.settings.secrets,
+                                 fetch_policy=self.settings.fetch_policy)
 
     # --- starting ---------------------------------------------------------------------------------
 

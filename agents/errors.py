@@ -136,3 +136,9 @@ class TemplateFailure(PermanentError):
 
 class ToolNotFound(PermanentError):
     code = "tool_not_found"
+
+
+class FetchRefused(PermanentError):
+    """fetch_page will not go there: a non-public address, another scheme, credentials, a binary type."""
+
+    code = "fetch_refused"

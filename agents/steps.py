@@ -14,6 +14,7 @@ from tenacity import RetryCallState
 from agents import model_call, outbox
 from agents.contract import check_output, contract_instructions
 from agents.errors import BadOutput, BudgetExceeded, CallTimeout, StepError
+from agents.fetch_guard import FetchPolicy
 from agents.retry import retrying
 from agents.spec import ModelStep, ToolStep, WorkflowSpec
 from agents.lease import Lease
@@ -60,10 +61,14 @@ class StepSuccess:
 class StepCaller:
     """Calls a step's model or tool until it succeeds, fails for good, or runs out of attempts."""
 
-    def __init__(self, lease: Lease, *, delay_scale: float = 1.0, secrets: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, lease: Lease, *, delay_scale: float = 1.0, secrets: Mapping[str, str] | None = None,
+        fetch_policy: FetchPolicy | None = None,
+    ) -> None:
         self.lease = lease
         self.delay_scale = delay_scale  # tests shrink backoff waits through this, not by patching
         self.secrets = dict(secrets or {})  # what api_key_env names resolve to
+        self.fetch_policy = fetch_policy or FetchPolicy()
 
     async def call(
         self, run_id: str, spec: WorkflowSpec, step: ModelStep | ToolStep, call_input: Any, *, attempts_so_far: int, spent: float
@@ -127,7 +132,7 @@ class StepCaller:
                 parsed = check_output(step.output, result.content)
             else:
                 recorded_input = {"tool": target, "args": call_input}
-                value = await call_tool(target, call_input, timeout=step.timeout)
+                value = await call_tool(target, call_input, timeout=step.timeout, fetch_policy=self.fetch_policy)
                 outcome = _Outcome(raw=value if isinstance(value, str) else None, model_used=target)
                 parsed = check_output(step.output, value)
                 if outcome.raw is None:

@@ -8,12 +8,22 @@ import inspect
 import re
 from collections.abc import Callable
 from html.parser import HTMLParser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agents.errors import CallTimeout, PermanentError, RateLimited, StepError, ToolNotFound, TransientError
+from agents.errors import (
+    CallTimeout, FetchRefused, PermanentError, RateLimited, StepError, ToolNotFound, TransientError,
+)
+from agents.fetch_guard import FetchPolicy, get_checked
+
+if TYPE_CHECKING:
+    import httpx
 
 MAX_PAGE_BYTES = 2_000_000
 MAX_PAGE_CHARS = 60_000
+MAX_REDIRECTS = 5
+PUBLIC_ONLY = FetchPolicy()
+TEXT_TYPES = frozenset({"text/html", "text/plain", "text/xml", "application/json", "application/xml"})
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class _TextExtractor(HTMLParser):
@@ -62,23 +72,14 @@ def html_to_text(html: str) -> str:
     return f"# {title}\n\n{body}" if title else body
 
 
-async def fetch_page(url: str, max_bytes: int = MAX_PAGE_BYTES, timeout: float = 20.0) -> str:
-    """HTTP GET a page and return its readable text, reading at most max_bytes."""
+async def fetch_page(
+    url: str, max_bytes: int = MAX_PAGE_BYTES, timeout: float = 20.0, *, policy: FetchPolicy = PUBLIC_ONLY
+) -> str:
+    """HTTP GET a page and return its readable text, reading at most max_bytes; refuses what `policy` does not allow."""
     import httpx
 
-    if not re.match(r"^https?://", url):
-        raise PermanentError(f"fetch_page: {url!r} is not an http(s) URL")
     try:
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=True) as client:
-            async with client.stream("GET", url, headers={"User-Agent": "overseer/0.1"}) as response:
-                _raise_for_status(response.status_code, response.headers.get("retry-after"), url)
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body.extend(chunk)
-                    if len(body) >= max_bytes:
-                        break
-                charset = response.charset_encoding or "utf-8"
-                kind = response.headers.get("content-type", "")
+        body, kind, charset = await _get(url, policy, max_bytes, timeout)
     except httpx.TimeoutException as exc:
         raise CallTimeout(f"fetch_page: {url} timed out ({type(exc).__name__})") from exc
     except httpx.TransportError as exc:
@@ -87,6 +88,63 @@ async def fetch_page(url: str, max_bytes: int = MAX_PAGE_BYTES, timeout: float =
     if "html" in kind or text.lstrip()[:15].lower().startswith(("<!doctype", "<html")):
         text = html_to_text(text)
     return text[:MAX_PAGE_CHARS]
+
+
+async def _get(url: str, policy: FetchPolicy, max_bytes: int, timeout: float) -> tuple[bytearray, str, str]:
+    """(body, media type, charset) of the page, following redirects here so that every hop is checked."""
+    target = _checked_url(url)
+    for hop in range(MAX_REDIRECTS + 1):
+        try:
+            async with get_checked(target, policy, headers={"User-Agent": "overseer/0.1"}, timeout=timeout) as response:
+                location = response.headers.get("location") if response.status_code in _REDIRECTS else None
+                if location is None:
+                    _raise_for_status(response.status_code, response.headers.get("retry-after"), url)
+                    kind = _textual_type(response.headers.get("content-type"), target)
+                    return await _read(response, max_bytes), kind, response.charset_encoding or "utf-8"
+        except FetchRefused as exc:
+            if not hop:
+                raise
+            raise FetchRefused(f"{exc} (redirected there from {url})") from None
+        target = _checked_url(location, base=target)
+    raise PermanentError(f"fetch_page: {url} redirects more than {MAX_REDIRECTS} times")
+
+
+def _checked_url(url: str, *, base: httpx.URL | None = None) -> httpx.URL:
+    """The URL (a redirect's Location joined to its base) if it is http(s) without credentials."""
+    import httpx
+
+    via = f" (a redirect from {base.host})" if base is not None else ""
+    try:
+        parsed = base.join(url) if base is not None else httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise PermanentError(f"fetch_page: {url!r} is not a valid URL{via}: {exc}") from None
+    if parsed.userinfo:
+        # The URL is not repeated: its password would end up in the failure report.
+        raise FetchRefused(f"fetch_page refused a URL for {parsed.host or '?'}{via}: it carries credentials (user:pass@)")
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        if base is not None:
+            raise FetchRefused(f"fetch_page refused a redirect from {base.host} to a {parsed.scheme}: URL: "
+                               "only http and https are fetched")
+        raise PermanentError(f"fetch_page: {url!r} is not an http(s) URL")
+    return parsed
+
+
+def _textual_type(header: str | None, url: httpx.URL) -> str:
+    """The response's media type if it is text fetch_page reads; FetchRefused naming it otherwise."""
+    kind = (header or "").split(";")[0].strip().lower()
+    if kind in TEXT_TYPES or kind.endswith(("+json", "+xml")):
+        return kind
+    raise FetchRefused(f"fetch_page refused {url.host}: its content type {kind or '(none)'} is not text "
+                       f"(reads {', '.join(sorted(TEXT_TYPES))}, +json, +xml)")
+
+
+async def _read(response: httpx.Response, max_bytes: int) -> bytearray:
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body.extend(chunk)
+        if len(body) >= max_bytes:
+            break
+    return body
 
 
 def _raise_for_status(status: int, retry_after: str | None, url: str) -> None:
@@ -123,14 +181,16 @@ def resolve_tool(ref: str) -> Callable[..., Any]:
     return func
 
 
-async def call_tool(ref: str, args: dict[str, Any], *, timeout: float) -> Any:
-    """Call a tool with its rendered args under a timeout; failures come back as typed StepErrors."""
+async def call_tool(ref: str, args: dict[str, Any], *, timeout: float, fetch_policy: FetchPolicy = PUBLIC_ONLY) -> Any:
+    """Call a tool with its rendered args under a timeout; failures come back as typed StepErrors.
+    Built-in tools also get the fetch policy (args cannot override it: a duplicate keyword is refused)."""
     func = resolve_tool(ref)
+    given = {"policy": fetch_policy} if ref in BUILTIN_TOOLS else {}
     try:
         async with asyncio.timeout(timeout):
             if inspect.iscoroutinefunction(func):
-                return await func(**args)
-            return await asyncio.to_thread(func, **args)
+                return await func(**args, **given)
+            return await asyncio.to_thread(func, **args, **given)
     except StepError:
         raise
     except TimeoutError as exc:

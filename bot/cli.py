@@ -185,6 +185,7 @@ def _engine(db: Any, settings: Settings) -> Any:
 
     return Engine(db, settings=EngineSettings(
         lease_seconds=settings.lease_seconds, delay_scale=settings.retry_delay_scale, secrets=secrets_from_env(),
+        fetch_policy=settings.fetch_policy,
     ))
 
 

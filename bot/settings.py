@@ -10,6 +10,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agents.errors import ConfigError
+from agents.fetch_guard import FetchPolicy
 
 
 class Settings(BaseSettings):
@@ -33,6 +34,7 @@ class Settings(BaseSettings):
     digest_tz: str = Field("UTC", validation_alias="OVERSEER_DIGEST_TZ")
     digest_channel: str | None = Field(None, validation_alias="OVERSEER_DIGEST_CHANNEL")
     poll_seconds: float = Field(1.0, gt=0, validation_alias="OVERSEER_POLL_SECONDS")
+    fetch_allow: str = Field("", validation_alias="OVERSEER_FETCH_ALLOW")
     log_format: Literal["auto", "json", "console"] = Field("auto", validation_alias="OVERSEER_LOG_FORMAT")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", validation_alias=AliasChoices("OVERSEER_LOG_LEVEL", "LOG_LEVEL")
@@ -51,6 +53,12 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL")
         return value if value.endswith("/") else value + "/"
+
+    @field_validator("fetch_allow")
+    @classmethod
+    def _fetch_allow(cls, value: str) -> str:
+        FetchPolicy.parse(value)  # a ValueError names the bad entry
+        return value
 
     @field_validator("digest_tz")
     @classmethod
@@ -73,6 +81,11 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"bad cron expression: {exc}") from None
         return value
+
+    @property
+    def fetch_policy(self) -> FetchPolicy:
+        """The non-public hosts and networks fetch_page may reach (OVERSEER_FETCH_ALLOW)."""
+        return FetchPolicy.parse(self.fetch_allow)
 
     @property
     def socket_mode(self) -> bool:

@@ -31,7 +31,8 @@ def cli_env(db_url: str, fake: FakeModel, **extra: str) -> dict[str, str]:
     return overseer_env(
         DATABASE_URL=db_url, OVERSEER_WORKFLOWS=str(REPO / "workflows"), OPENAI_BASE_URL=fake.api_base,
         OPENAI_API_KEY="sk-fake", ANTHROPIC_API_KEY="sk-ant-fake", OVERSEER_RETRY_DELAY_SCALE="0.001",
-        OVERSEER_LEASE_SECONDS="1", EDITOR="true", **extra,
+        OVERSEER_LEASE_SECONDS="1", EDITOR="true",
+        **{"OVERSEER_FETCH_ALLOW": "127.0.0.1", **extra},  # the test page is on loopback
     )
 
 
@@ -150,6 +151,26 @@ async def test_a_rejected_or_failed_run_exits_1_and_a_waiting_one_exits_3(
 
 
 @pytest.mark.parametrize(
+    ("allow", "host", "path"),
+    [("", "127.0.0.1", "/admin"), ("localhost", "localhost", "/go")],  # directly, and by a 302 from an allowed host
+)
+async def test_a_run_cannot_fetch_an_internal_page_directly_or_through_a_redirect(
+    db: Database, db_url: str, fake_model: FakeModel, page: WebPage, allow: str, host: str, path: str
+) -> None:
+    page.routes["/admin"] = (200, "<p>admin password: hunter2</p>", {})
+    page.routes["/go"] = (302, "", {"Location": page.url("/admin")})
+    content_model(fake_model)
+    env = cli_env(db_url, fake_model, OVERSEER_FETCH_ALLOW=allow)
+    code, out, err = await overseer(env, "run", "content-update", f"url={page.url(path, host=host)}", "--yes")
+    assert code == 1 and "✗ crawl failed: fetch_page refused 127.0.0.1" in out and "OVERSEER_FETCH_ALLOW" in out, out + err
+    assert "hunter2" not in out + err
+    assert "/admin" not in page.hits and draft_requests(fake_model) == 0
+    async with db.sessions() as session:
+        tried = await run_queries.attempts(session=session, run_id=(await only_run(db)).id)
+    assert [a.error_type for a in tried] == ["FetchRefused"]  # refused at once, not retried
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (["run", "nope"], "unknown workflow 'nope'"),
@@ -217,6 +238,7 @@ async def test_help_answers_fast_without_importing_litellm() -> None:
         ({"OVERSEER_DIGEST_TZ": "Mars/Olympus"}, ["runs"], "OVERSEER_DIGEST_TZ: unknown time zone"),
         ({"OVERSEER_DIGEST_CRON": "every day"}, ["runs"], "OVERSEER_DIGEST_CRON: bad cron expression"),
         ({"OVERSEER_COMMAND": "overseer"}, ["runs"], "OVERSEER_COMMAND: must look like /overseer"),
+        ({"OVERSEER_FETCH_ALLOW": "10.0.0.0/8,no such host"}, ["runs"], "OVERSEER_FETCH_ALLOW: 'no such host' is neither"),
     ],
 )
 async def test_a_missing_or_malformed_setting_stops_with_one_line_naming_it(

@@ -17,12 +17,16 @@ class _PageHandler(QuietHandler):
         owner: WebPage = self.owner
         with owner.lock:
             owner.hits.append(self.path)
+            owner.host_headers.append(self.headers.get("Host", ""))
             status, body, headers = owner.routes.get(self.path, (404, "not found", {}))
-        self.reply(status, body.encode(), "text/html; charset=utf-8", headers)
+        headers = dict(headers)
+        content_type = headers.pop("Content-Type", "text/html; charset=utf-8")
+        self.reply(status, body.encode(), content_type, headers)
 
 
 class WebPage(LoopbackServer):
-    """Serves `PAGE` at /pricing (more routes via `routes`), recording every path asked for."""
+    """Serves `PAGE` at /pricing (more routes via `routes`, a "Content-Type" among their headers replaces
+    text/html), recording every path asked for and the Host header it came with."""
 
     handler_class = _PageHandler
 
@@ -30,8 +34,9 @@ class WebPage(LoopbackServer):
         super().__init__()
         self.lock = threading.Lock()
         self.hits: list[str] = []
+        self.host_headers: list[str] = []
         self.routes: dict[str, tuple[int, str, dict[str, Any]]] = {"/pricing": (200, PAGE, {})}
 
-    def url(self, path: str = "/pricing") -> str:
-        """The URL of a path on this server."""
-        return f"http://127.0.0.1:{self.port}{path}"
+    def url(self, path: str = "/pricing", host: str = "127.0.0.1") -> str:
+        """The URL of a path on this server (by another name for it, with `host`)."""
+        return f"http://{host}:{self.port}{path}"
