@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,8 +12,8 @@ from typing import Any
 
 import structlog
 
-from agents import checkpoints, outbox
-from agents.errors import InvalidState, StepError, TemplateFailure, UnknownRun
+from agents import checkpoints, model_call, outbox
+from agents.errors import Crashed, InvalidState, PermanentError, StepError, UnknownRun
 from agents.fetch_guard import FetchPolicy
 from agents.lease import Lease, LeaseLost, default_owner
 from agents.inputs import coerce_inputs
@@ -21,7 +22,7 @@ from agents.steps import StepCaller, StepSuccess
 from agents.templates import context_for, render, render_value
 from storage import driver_queries, run_queries
 from storage.db import Database, Write, run_writes
-from storage.models import utcnow
+from storage.models import Attempt, Run, utcnow
 from storage.status import DONE_STEP, RUNNABLE, STARTABLE_STEP, RunStatus, StepStatus
 
 log = structlog.get_logger("overseer.engine")
@@ -40,6 +41,7 @@ class EngineSettings:
     lease_seconds: float = 60.0
     delay_scale: float = 1.0  # tests shrink backoff waits through this, not by patching
     secrets: Mapping[str, str] = field(default_factory=dict)  # what api_key_env names resolve to
+    max_crashes: int = 3  # a run whose driver died this often while running it fails instead
     fetch_policy: FetchPolicy = field(default_factory=FetchPolicy)  # the non-public hosts fetch_page may reach
 
 
@@ -51,6 +53,7 @@ class _Start:
     step: str
     kind: str
     call_input: Any
+    attempt: Attempt  # its first attempt, recorded as started with it
 
 
 @dataclass
@@ -65,6 +68,8 @@ class _Driving:
     spent: float
     outputs: dict[str, Any] = field(default_factory=dict)
     started: _Start | None = None  # the step whose start is already recorded
+    used: dict[str, dict[int, int]] = field(default_factory=dict)  # attempts per target of a resumed step
+    crashed: int = 0  # drivers that died with this run
 
     def replay(self) -> int:
         """Collect the outputs of completed steps; the index of the first step not completed."""
@@ -125,6 +130,8 @@ class Engine:
         task = asyncio.current_task()
         heartbeat = asyncio.create_task(self.lease.heartbeat(run_id, task))
         try:
+            if driving.crashed >= self.settings.max_crashes:
+                return await self._dead_letter(driving)
             return await self._drive(driving)
         except LeaseLost:
             log.warning("run.lease_lost", run_id=run_id)
@@ -132,6 +139,8 @@ class Engine:
         except asyncio.CancelledError:
             if heartbeat.done() and heartbeat.result() is False:
                 return await self.status(run_id)  # cancelled because the lease was lost
+            with contextlib.suppress(Exception):  # stopping: hand the run back at once, not at lease expiry
+                await asyncio.shield(self._hand_back(run_id))
             raise
         finally:
             heartbeat.cancel()
@@ -146,18 +155,58 @@ class Engine:
             return run.status
 
     async def _take(self, run_id: str) -> _Driving | None:
-        """Claim the run and, in the same transaction, read its steps and record its next step started."""
+        """Claim the run and, in the same transaction, account for attempts a dead driver left cut off,
+        read its steps and record its next step started."""
         async with self.db.sessions.begin() as session:
             run = await self.lease.claim(session, run_id)
             if run is None:
                 return None
-            steps = await driver_queries.step_rows(session=session, run_id=run_id)
             spec = WorkflowSpec.model_validate(run.spec)
-            driving = _Driving(run_id, run.workflow, run.inputs, spec, steps, run.cost_usd)
-            upcoming = self._upcoming(driving, driving.replay())
+            interrupted = await driver_queries.interrupt_started(session=session, run_id=run_id)
+            spent = run.cost_usd + (await self._charge_interrupted(session, run_id, spec, interrupted) if interrupted else 0.0)
+            steps = await driver_queries.step_rows(session=session, run_id=run_id)
+            driving = _Driving(run_id, run.workflow, run.inputs, spec, steps, spent, crashed=run.crashes)
+            index = driving.replay()
+            if driving.crashed >= self.settings.max_crashes:
+                return driving  # advance ends it (dead letter) instead of running the step once more
+            if index < len(steps) and steps[index].attempts > steps[index].retry_base:
+                driving.used[steps[index].step] = await driver_queries.attempts_per_target(
+                    session=session, run_id=run_id, step=steps[index].step, after=steps[index].retry_base,
+                )
+            upcoming = self._upcoming(driving, index)
             if upcoming is not None:
                 await self.lease.write(session, run_id, [self.lease.fence_step(run_id, upcoming.step), *self._start(driving, upcoming)])
         return driving
+
+    async def _charge_interrupted(self, session: Any, run_id: str, spec: WorkflowSpec, rows: Sequence[Any]) -> float:
+        """Count attempts cut off by a crash on their steps and the run, at their estimated cost."""
+        writes: list[Write] = []
+        total = 0.0
+        for row in rows:
+            messages = (row.input or {}).get("messages") if isinstance(row.input, dict) else None
+            step = spec.step(row.step)
+            cost = model_call.estimate_cost(row.model, messages, getattr(step, "max_tokens", None)) if messages else 0.0
+            total += cost
+            writes += driver_queries.interrupted_writes(run_id=run_id, step=row.step, number=row.number, cost_usd=cost)
+        failed = [outbox.AttemptFailed(step=r.step, attempt=r.number, model=r.model, error_type="Interrupted",
+                                       error="the process driving the run stopped during this attempt") for r in rows]
+        await self.lease.write(session, run_id, [
+            self.lease.fence(run_id, cost_usd=Run.cost_usd + total), *writes, outbox.message(run_id, *failed),
+        ])
+        log.warning("run.attempts_interrupted", run_id=run_id, count=len(rows), estimated_cost_usd=round(total, 6))
+        return total
+
+    async def _dead_letter(self, driving: _Driving) -> str:
+        """A run its drivers died with too often: it fails with a report, and can be retried."""
+        index = driving.replay()
+        step_run = driving.steps[min(index, len(driving.steps) - 1)]
+        step = driving.spec.step(step_run.step)
+        error = Crashed(f"crashed {driving.crashed} times while running {step.name}; not trying again on its own")
+        return await self._fail_step(driving.run_id, step_run, step, None, error)
+
+    async def _hand_back(self, run_id: str) -> None:
+        async with self.db.sessions.begin() as session:
+            await driver_queries.hand_back(session=session, run_id=run_id, owner=self.settings.owner)
 
     async def _drive(self, driving: _Driving) -> str:
         for index, step_run in enumerate(driving.steps):
@@ -183,11 +232,18 @@ class Engine:
             return None
         step_run = driving.steps[index]
         step = driving.spec.step(step_run.step)
+        used = driving.used.get(step.name)
+        if used is None and step_run.attempts > step_run.retry_base:
+            return None  # resumed: _run_step looks up what each target has spent
         try:
             call_input = step_run.input_override or self._render_input(step, driving.inputs, driving.outputs)
-        except TemplateFailure:
+            attempt = self.caller.first_attempt(
+                driving.run_id, driving.spec, step, call_input, attempts_so_far=step_run.attempts, spent=driving.spent,
+                used=used,
+            )
+        except StepError:
             return None
-        return _Start(index, step.name, step.kind, call_input)
+        return _Start(index, step.name, step.kind, call_input, attempt)
 
     def _start(self, driving: _Driving, start: _Start, *announced: outbox.Announcement) -> list[Write]:
         """The writes marking a step running with its input and announcing it (after `announced`), for
@@ -196,6 +252,7 @@ class Engine:
         started = outbox.StepStarted(step=start.step, step_kind=start.kind)
         return [
             driver_queries.start_step_write(step_run_id=driving.steps[start.index].id, call_input=start.call_input, now=self.clock()),
+            driver_queries.attempt_start_write(start.attempt),
             outbox.message(driving.run_id, *announced, started),
         ]
 
@@ -206,19 +263,36 @@ class Engine:
         structlog.contextvars.bind_contextvars(step=step.name, attempt=None)
         start = driving.started if driving.started is not None and driving.started.index == index else None
         if start is None:  # not recorded by the previous transaction: record it now
+            if step.name not in driving.used and step_run.attempts > step_run.retry_base:
+                async with self.db.sessions() as session:
+                    driving.used[step.name] = await driver_queries.attempts_per_target(
+                        session=session, run_id=driving.run_id, step=step.name, after=step_run.retry_base,
+                    )
+            call_input = None
             try:
                 call_input = step_run.input_override or self._render_input(step, driving.inputs, driving.outputs)
-            except TemplateFailure as exc:
-                return await self._fail_step(driving.run_id, step_run, step, None, exc)
-            start = _Start(index, step.name, step.kind, call_input)
+                attempt = self.caller.first_attempt(
+                    driving.run_id, driving.spec, step, call_input, attempts_so_far=step_run.attempts,
+                    spent=driving.spent, used=driving.used.get(step.name),
+                )
+            except StepError as exc:
+                return await self._fail_step(driving.run_id, step_run, step, call_input, exc)
+            start = _Start(index, step.name, step.kind, call_input, attempt)
             await self.lease.commit(driving.run_id, [self.lease.fence_step(driving.run_id, step.name), *self._start(driving, start)])
         log.info("step.started")
         try:
             success = await self.caller.call(
-                driving.run_id, driving.spec, step, start.call_input, attempts_so_far=step_run.attempts, spent=driving.spent
+                driving.run_id, driving.spec, step, start.call_input, attempts_so_far=step_run.attempts, spent=driving.spent,
+                used=driving.used.get(step.name), started=start.attempt,
             )
         except StepError as exc:
             return await self._fail_step(driving.run_id, step_run, step, start.call_input, exc)
+        except LeaseLost:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug or a value nobody foresaw: the step fails, the run ends
+            log.exception("step.crashed")
+            error = PermanentError(f"internal error while running {step.name}: {type(exc).__name__}: {exc}"[:2000])
+            return await self._fail_step(driving.run_id, step_run, step, start.call_input, error)
         driving.outputs[step.name] = success.output
         driving.spent = success.spent
         return await self._succeed_step(driving, index, step, success)
@@ -244,7 +318,7 @@ class Engine:
                 driving.run_id, attempt, step=upcoming.step if upcoming else step.name,
                 status=None if status == "continue" else status,
             ),
-            driver_queries.attempt_write(attempt),
+            driver_queries.attempt_end_write(attempt),
             driver_queries.end_step_write(
                 step_run_id=driving.steps[index].id, status=StepStatus.AWAITING_APPROVAL if waiting else StepStatus.SUCCEEDED,
                 output=success.output, now=now, attempt=attempt,
@@ -322,13 +396,14 @@ class Engine:
             if run.status != RunStatus.FAILED or failed is None:
                 raise InvalidState(f"run {run.id} is {run.status}; only a failed run can be retried")
             if not await run_queries.set_run_status(
-                session=session, run_id=run.id, to=RunStatus.QUEUED, allowed_from=(RunStatus.FAILED,), error=None, finished_at=None
+                session=session, run_id=run.id, to=RunStatus.QUEUED, allowed_from=(RunStatus.FAILED,), error=None, finished_at=None,
+                crashes=0,
             ):
                 raise InvalidState(f"run {run.id} was retried by someone else just now")
             override = step_input if step_input is not None else failed.input_override
             await run_queries.set_step_status(
                 session=session, step_run_id=failed.id, to=StepStatus.PENDING, allowed_from=(StepStatus.FAILED,), error=None,
-                input_override=override,
+                input_override=override, retry_base=failed.attempts,  # a person's retry: a fresh attempt budget
             )
             await outbox.announce(session, run.id, outbox.RunRetried(step=failed.step, by=by, edited_input=step_input is not None))
         log.info("run.retried", run_id=run.id, step=failed.step, by=by)

@@ -134,6 +134,18 @@ class TemplateFailure(PermanentError):
     code = "template_error"
 
 
+class AttemptsSpent(PermanentError):
+    """A step resumed after a crash has no attempts left: the last one was cut off mid-call."""
+
+    code = "attempts_spent"
+
+
+class Crashed(PermanentError):
+    """The run's driver died with it too often: it fails instead of being taken over once more."""
+
+    code = "crashed"
+
+
 class ToolNotFound(PermanentError):
     code = "tool_not_found"
 

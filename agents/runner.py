@@ -8,6 +8,7 @@ import contextlib
 import structlog
 
 from agents.engine import Engine
+from agents.slots import Slots
 from storage import driver_queries
 
 log = structlog.get_logger("overseer.runner")
@@ -20,6 +21,7 @@ class Runner:
         self.engine = engine
         self.concurrency = concurrency
         self.poll_seconds = poll_seconds
+        self.slots = Slots(concurrency, on_free=self.kick)
         self._wake = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[str]] = {}
         self._stopping = False
@@ -45,22 +47,26 @@ class Runner:
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
 
     async def tick(self) -> list[str]:
-        """Start driving every runnable run we have room for; returns the ids started."""
-        room = self.concurrency - len(self._tasks)
+        """Start driving every runnable run we have a free slot for; returns the ids started.
+
+        A run waiting out a backoff holds no slot, so runs of other workflows go on meanwhile."""
+        room = self.slots.free
         if room <= 0:
             return []
         async with self.engine.db.sessions.begin() as session:
             ids = await driver_queries.runnable_run_ids(session=session, now=self.engine.clock(), limit=room + len(self._tasks))
         started = []
         for run_id in ids:
-            if run_id in self._tasks or len(self._tasks) >= self.concurrency:
+            if run_id in self._tasks or self.slots.free <= 0:
                 continue
             task = asyncio.create_task(self._drive(run_id), name=f"run:{run_id}")
+            self.slots.take(task)
             self._tasks[run_id] = task
             started.append(run_id)
         return started
 
     async def _drive(self, run_id: str) -> str:
+        self.slots.bind()
         try:
             return await self.engine.advance(run_id)
         except Exception:  # noqa: BLE001 - one broken run must not take the others down
@@ -68,7 +74,7 @@ class Runner:
             return "error"
         finally:
             self._tasks.pop(run_id, None)
-            self.kick()
+            await self.slots.give()
 
     async def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until nothing is being driven and nothing is runnable (tests and the CLI)."""

@@ -13,16 +13,17 @@ from tenacity import RetryCallState
 
 from agents import model_call, outbox
 from agents.contract import check_output, contract_instructions
-from agents.errors import BadOutput, BudgetExceeded, CallTimeout, StepError
+from agents.errors import AttemptsSpent, BadOutput, BudgetExceeded, CallTimeout, StepError
 from agents.fetch_guard import FetchPolicy
-from agents.retry import retrying
+from agents.retry import retrying, waits_too_long
+from agents.slots import wait_out
 from agents.spec import ModelStep, ToolStep, WorkflowSpec
 from agents.lease import Lease
 from agents.text import as_text
 from agents.tools import call_tool
 from storage import driver_queries
-from storage.db import run_writes
 from storage.models import Attempt
+from storage.status import AttemptStatus
 
 log = structlog.get_logger("overseer.step")
 
@@ -36,6 +37,8 @@ class _StepState:
     spent: float
     feedback: list[dict[str, str]] = field(default_factory=list)
     last_failed: Attempt | None = None  # the backoff that follows it is recorded on it
+    pending: Attempt | None = None  # the next attempt, already recorded as started
+    made: int = 0  # attempts made by this call
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ class _Outcome:
 @dataclass(frozen=True)
 class StepSuccess:
     """A step's validated output and its successful attempt, not yet saved: the engine records the
-    attempt and the step's result in one transaction."""
+    attempt's end and the step's result in one transaction."""
 
     output: Any
     attempt: Attempt
@@ -59,7 +62,12 @@ class StepSuccess:
 
 
 class StepCaller:
-    """Calls a step's model or tool until it succeeds, fails for good, or runs out of attempts."""
+    """Calls a step's model or tool until it succeeds, fails for good, or runs out of attempts.
+
+    Every attempt is recorded as started before its call (riding the transaction that started the
+    step, or the one that recorded the previous attempt's backoff), so a crash mid-call leaves it on
+    record and the attempt limit holds across restarts: `used` counts what each target already spent.
+    """
 
     def __init__(
         self, lease: Lease, *, delay_scale: float = 1.0, secrets: Mapping[str, str] | None = None,
@@ -70,42 +78,81 @@ class StepCaller:
         self.secrets = dict(secrets or {})  # what api_key_env names resolve to
         self.fetch_policy = fetch_policy or FetchPolicy()
 
-    async def call(
-        self, run_id: str, spec: WorkflowSpec, step: ModelStep | ToolStep, call_input: Any, *, attempts_so_far: int, spent: float
-    ) -> StepSuccess:
-        """The step's validated output, or a StepError saying why there is none."""
+    def first_attempt(
+        self, run_id: str, spec: WorkflowSpec, step: ModelStep | ToolStep, call_input: Any, *,
+        attempts_so_far: int, spent: float, used: Mapping[int, int] | None = None,
+    ) -> Attempt:
+        """The row of the step's next attempt, for the caller to record as started with the step's start.
+
+        Raises BudgetExceeded when the call would break the budget, AttemptsSpent when none is left."""
+        fallback_index, target = self._next_target(step, used or {})
         state = _StepState(run_id=run_id, number=attempts_so_far, spent=spent)
-        targets = [step.model, *step.fallbacks] if isinstance(step, ModelStep) else [step.tool]
+        return self._start_row(state, spec, step, call_input, target, fallback_index, (used or {}).get(fallback_index, 0) + 1)
+
+    async def call(
+        self, run_id: str, spec: WorkflowSpec, step: ModelStep | ToolStep, call_input: Any, *, attempts_so_far: int,
+        spent: float, used: Mapping[int, int] | None = None, started: Attempt | None = None,
+    ) -> StepSuccess:
+        """The step's validated output, or a StepError saying why there is none. `started` is the first
+        attempt's row if the caller already recorded it (first_attempt)."""
+        state = _StepState(run_id=run_id, number=attempts_so_far, spent=spent, pending=started)
+        used = used or {}
+        targets = self._targets(step)
         last: StepError | None = None
         for fallback_index, target in enumerate(targets):
+            left = step.retry.attempts - used.get(fallback_index, 0)
+            if left <= 0:
+                continue
             try:
-                return await self._call_target(state, spec, step, call_input, target, fallback_index)
+                return await self._call_target(state, spec, step, call_input, target, fallback_index, left, used.get(fallback_index, 0))
             except StepError as exc:
                 if not exc.transient:
                     raise
                 last = exc
                 if fallback_index + 1 < len(targets):
                     log.warning("step.fallback", model=target, next_model=targets[fallback_index + 1])
-        assert last is not None
         tried = f" and its fallbacks ({', '.join(targets[1:])})" if len(targets) > 1 else ""
-        raise type(last)(f"gave up after {step.retry.attempts} attempts of {targets[0]}{tried}: {last}")
+        total = attempts_so_far + state.made
+        if last is None:
+            raise AttemptsSpent(f"no attempts left: {total} made of {targets[0]}{tried} (the last was interrupted)")
+        raise type(last)(f"gave up after {total} attempts of {targets[0]}{tried}: {last}")
+
+    @staticmethod
+    def _targets(step: ModelStep | ToolStep) -> list[str]:
+        return [step.model, *step.fallbacks] if isinstance(step, ModelStep) else [step.tool]
+
+    def _next_target(self, step: ModelStep | ToolStep, used: Mapping[int, int]) -> tuple[int, str]:
+        for fallback_index, target in enumerate(self._targets(step)):
+            if used.get(fallback_index, 0) < step.retry.attempts:
+                return fallback_index, target
+        raise AttemptsSpent(f"no attempts left of {self._targets(step)[0]} (the last was interrupted)")
 
     async def _call_target(
-        self, state: _StepState, spec: WorkflowSpec, step: ModelStep | ToolStep, call_input: Any, target: str, fallback_index: int
+        self, state: _StepState, spec: WorkflowSpec, step: ModelStep | ToolStep, call_input: Any, target: str,
+        fallback_index: int, left: int, made_before: int,
     ) -> Any:
+        model_attempt = made_before
+
         async def before_sleep(retry_state: RetryCallState) -> None:
             delay = retry_state.next_action.sleep if retry_state.next_action else 0.0
-            await self._record_backoff(state, delay)
+            upcoming = self._start_row(state, spec, step, call_input, target, fallback_index, model_attempt + 1)
+            await self._record_backoff(state, delay, upcoming)
             log.info("step.retry_scheduled", model=target, retry_num=retry_state.attempt_number, delay_s=round(delay, 3),
                      caused_by=type(retry_state.outcome.exception()).__name__ if retry_state.outcome else None)
 
-        model_attempt = 0
-        async for attempt in retrying(step.retry, scale=self.delay_scale, before_sleep=before_sleep):
+        async for attempt in retrying(step.retry, scale=self.delay_scale, attempts=left, before_sleep=before_sleep,
+                                      sleep=wait_out):
             with attempt:
                 model_attempt += 1
-                state.number += 1
-                structlog.contextvars.bind_contextvars(attempt=state.number)
-                return await self._attempt(state, spec, step, call_input, target, fallback_index, model_attempt)
+                row, state.pending = state.pending, None
+                if row is None or row.fallback_index != fallback_index:
+                    row = self._start_row(state, spec, step, call_input, target, fallback_index, model_attempt)
+                    await self.lease.commit(state.run_id, [self.lease.fence_step(state.run_id, step.name),
+                                                           driver_queries.attempt_start_write(row)])
+                state.number = row.number
+                state.made += 1
+                structlog.contextvars.bind_contextvars(attempt=row.number)
+                return await self._attempt(state, step, row)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     def _messages(self, step: ModelStep, call_input: dict[str, Any], feedback: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -114,44 +161,52 @@ class StepCaller:
         messages.append({"role": "user", "content": str(call_input.get("prompt", ""))})
         return messages + feedback
 
-    async def _attempt(
-        self, state: _StepState, spec: WorkflowSpec, step: ModelStep | ToolStep, call_input: Any,
-        target: str, fallback_index: int, model_attempt: int,
-    ) -> Any:
+    def _start_row(
+        self, state: _StepState, spec: WorkflowSpec, step: ModelStep | ToolStep, call_input: Any, target: str,
+        fallback_index: int, model_attempt: int,
+    ) -> Attempt:
+        """The next attempt as recorded before its call: what it will be called with (budget checked)."""
+        if isinstance(step, ModelStep):
+            messages = self._messages(step, call_input, state.feedback)
+            self._check_budget(state, spec, target, messages, step.max_tokens)
+            recorded: Any = {"model": target, "messages": messages}
+        else:
+            recorded = {"tool": target, "args": call_input}
+        return Attempt(
+            run_id=state.run_id, step=step.name, number=state.number + 1, model=target, fallback_index=fallback_index,
+            model_attempt=model_attempt, input=recorded, started_at=self.lease.clock(), status=AttemptStatus.STARTED,
+            tokens_in=0, tokens_out=0, cost_usd=0.0, latency_ms=0.0,
+        )
+
+    async def _attempt(self, state: _StepState, step: ModelStep | ToolStep, row: Attempt) -> Any:
         started = time.perf_counter()
-        recorded_input: Any
         outcome = _Outcome()
         try:
             if isinstance(step, ModelStep):
-                messages = self._messages(step, call_input, state.feedback)
-                recorded_input = {"model": target, "messages": messages}
-                self._check_budget(state, spec, target, messages, step.max_tokens)
-                result = await self._complete(step, target, messages)
+                result = await self._complete(step, str(row.model), row.input["messages"])
                 outcome = _Outcome(raw=result.content, model_used=result.model_used, tokens_in=result.tokens_in,
                                    tokens_out=result.tokens_out, cost_usd=result.cost_usd)
                 parsed = check_output(step.output, result.content)
             else:
-                recorded_input = {"tool": target, "args": call_input}
-                value = await call_tool(target, call_input, timeout=step.timeout, fetch_policy=self.fetch_policy)
-                outcome = _Outcome(raw=value if isinstance(value, str) else None, model_used=target)
+                value = await call_tool(str(row.model), row.input["args"], timeout=step.timeout, fetch_policy=self.fetch_policy)
+                outcome = _Outcome(raw=value if isinstance(value, str) else None, model_used=row.model)
                 parsed = check_output(step.output, value)
                 if outcome.raw is None:
-                    outcome = _Outcome(raw=as_text(value, indent=None), model_used=target)
-        except BudgetExceeded:
-            raise  # no call was made: nothing to record as an attempt
+                    outcome = _Outcome(raw=as_text(value, indent=None), model_used=row.model)
         except StepError as exc:
+            if waits_too_long(exc, step.retry):
+                exc = type(exc)(f"{exc} (the server asked to wait {exc.retry_after:g}s, more than this step's "
+                                f"max_delay of {step.retry.max_delay:g}s: not waiting)", retry_after=exc.retry_after)
             if isinstance(exc, BadOutput) and isinstance(step, ModelStep):
                 state.feedback = [
                     {"role": "assistant", "content": outcome.raw or ""},
                     {"role": "user", "content": f"Your answer broke the output contract: {exc}. Answer again, correctly."},
                 ]
-            await self._record_failure(state, step, self._attempt_row(
-                state, step, target, fallback_index, model_attempt, recorded_input, outcome, started, exc))
-            raise
-        row = self._attempt_row(state, step, target, fallback_index, model_attempt, recorded_input,
-                                _Outcome(outcome.raw, parsed, outcome.model_used, outcome.tokens_in, outcome.tokens_out,
-                                         outcome.cost_usd), started, None)
-        return StepSuccess(output=parsed, attempt=row, spent=state.spent + row.cost_usd)
+            await self._record_failure(state, step, _ended(row, outcome, started, exc))
+            raise exc from None
+        done = _ended(row, _Outcome(outcome.raw, parsed, outcome.model_used, outcome.tokens_in, outcome.tokens_out,
+                                    outcome.cost_usd), started, None)
+        return StepSuccess(output=parsed, attempt=done, spent=state.spent + done.cost_usd)
 
     async def _complete(self, step: ModelStep, target: str, messages: list[dict[str, str]]) -> model_call.ModelResult:
         api_key = self.secrets.get(step.api_key_env) if step.api_key_env else None
@@ -175,19 +230,6 @@ class StepCaller:
                 f"the next call to {target} costs about ${estimate:.4f}"
             )
 
-    def _attempt_row(
-        self, state: _StepState, step: ModelStep | ToolStep, target: str, fallback_index: int, model_attempt: int,
-        recorded_input: Any, outcome: _Outcome, started: float, error: StepError | None,
-    ) -> Attempt:
-        return Attempt(
-            run_id=state.run_id, step=step.name, number=state.number, model=target, fallback_index=fallback_index,
-            model_attempt=model_attempt, model_used=outcome.model_used, input=recorded_input, raw_output=outcome.raw,
-            parsed_output=outcome.parsed if error is None else None,
-            error_type=type(error).__name__ if error else None, error_message=str(error) if error else None,
-            tokens_in=outcome.tokens_in, tokens_out=outcome.tokens_out, cost_usd=outcome.cost_usd,
-            latency_ms=(time.perf_counter() - started) * 1000, started_at=self.lease.clock(),
-        )
-
     async def _record_failure(self, state: _StepState, step: ModelStep | ToolStep, row: Attempt) -> None:
         """One fenced transaction: the attempt, its cost on the run and the step, and its announcement."""
         failed = outbox.AttemptFailed(
@@ -196,7 +238,7 @@ class StepCaller:
         )
         await self.lease.commit(state.run_id, [
             self.lease.fence_charge(state.run_id, row, step=step.name),
-            driver_queries.attempt_write(row),
+            driver_queries.attempt_end_write(row),
             driver_queries.attempt_failed_write(run_id=state.run_id, step=step.name, attempt=row),
             outbox.message(state.run_id, failed),
         ])
@@ -205,9 +247,24 @@ class StepCaller:
         log.warning("step.attempt_failed", model=row.model, error_type=row.error_type,
                     error=(row.error_message or "")[:300], latency_ms=round(row.latency_ms, 1))
 
-    async def _record_backoff(self, state: _StepState, delay: float) -> None:
+    async def _record_backoff(self, state: _StepState, delay: float, upcoming: Attempt) -> None:
+        """The wait after the last failed attempt, and the next attempt recorded as started, together."""
         row = state.last_failed
-        if row is None:
-            return
-        async with self.lease.db.sessions.begin() as session:
-            await run_writes(session, [driver_queries.backoff_write(run_id=row.run_id, step=row.step, number=row.number, delay_s=delay)])
+        writes = [self.lease.fence_step(state.run_id, upcoming.step), driver_queries.attempt_start_write(upcoming)]
+        if row is not None:
+            writes.append(driver_queries.backoff_write(run_id=row.run_id, step=row.step, number=row.number, delay_s=delay))
+        await self.lease.commit(state.run_id, writes)
+        state.pending = upcoming
+
+
+def _ended(row: Attempt, outcome: _Outcome, started: float, error: StepError | None) -> Attempt:
+    """A started attempt's row with how it ended."""
+    return Attempt(
+        run_id=row.run_id, step=row.step, number=row.number, model=row.model, fallback_index=row.fallback_index,
+        model_attempt=row.model_attempt, input=row.input, started_at=row.started_at,
+        status=AttemptStatus.FAILED if error else AttemptStatus.SUCCEEDED, model_used=outcome.model_used,
+        raw_output=outcome.raw, parsed_output=outcome.parsed if error is None else None,
+        error_type=type(error).__name__ if error else None, error_message=str(error) if error else None,
+        tokens_in=outcome.tokens_in, tokens_out=outcome.tokens_out, cost_usd=outcome.cost_usd,
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )

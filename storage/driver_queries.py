@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, insert, or_, select, update
+from sqlalchemy import Row, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Write
 from storage.models import Attempt, Run, StepRun
-from storage.status import RUNNABLE, STARTABLE_STEP, RunStatus, StepStatus
+from storage.status import RUNNABLE, STARTABLE_STEP, AttemptStatus, RunStatus, StepStatus
 
 
 async def runnable_run_ids(*, session: AsyncSession, now: datetime, limit: int) -> list[str]:
@@ -54,6 +54,17 @@ async def lease_owners(*, session: AsyncSession) -> list[str]:
     return list((await session.scalars(select(Run.lease_owner).where(Run.lease_owner.is_not(None)).distinct())).all())
 
 
+async def hand_back(*, session: AsyncSession, run_id: str, owner: str) -> bool:
+    """A driver stopping on purpose gives a running run back (queued, no lease): no crash to count."""
+    result = await session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.lease_owner == owner, Run.status == RunStatus.RUNNING)
+        .values(status=RunStatus.QUEUED, lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
 async def release_leases(*, session: AsyncSession, owner: str) -> int:
     """Free the leases of a process known to be dead, so its runs need not wait for them to lapse."""
     result = await session.execute(
@@ -70,7 +81,11 @@ _RUNS, _STEPS = Run.__table__, StepRun.__table__
 
 
 _ATTEMPT_COLUMNS = tuple(c.key for c in Attempt.__table__.c if c.key != "id")
-
+# What the end of an attempt fills in (the rest was recorded at its start).
+_FINISH_COLUMNS = (
+    "status", "model_used", "raw_output", "parsed_output", "error_type", "error_message", "tokens_in", "tokens_out",
+    "cost_usd", "latency_ms",
+)
 
 # Plain comparisons rather than IN (...): an IN list is re-expanded on every execution.
 _RUNNABLE = or_(*(_RUNS.c.status == status for status in RUNNABLE))
@@ -84,28 +99,21 @@ def _fenced(**values: Any) -> Any:
         .values(updated_at=bindparam("p_now"), **values)
     )
 
-
 _CHARGE = {
     "tokens_in": _RUNS.c.tokens_in + bindparam("p_tokens_in"),
     "tokens_out": _RUNS.c.tokens_out + bindparam("p_tokens_out"),
     "cost_usd": _RUNS.c.cost_usd + bindparam("p_cost"),
 }
 
-
 _RELEASE = {"status": bindparam("p_status"), "lease_owner": None, "lease_expires_at": None}
-
 
 _FENCE_STEP = _fenced(current_step=bindparam("p_step"))
 
-
 _FENCE_CHARGE_STEP = _fenced(**_CHARGE, current_step=bindparam("p_step"))
-
 
 _FENCE_CHARGE_PARK = _fenced(**_CHARGE, **_RELEASE)
 
-
 _FENCE_CHARGE_END = _fenced(**_CHARGE, **_RELEASE, finished_at=bindparam("p_now"), current_step=None)
-
 
 _CLAIM = (
     update(_RUNS)
@@ -117,24 +125,28 @@ _CLAIM = (
     .values(
         lease_owner=bindparam("p_owner"), lease_expires_at=bindparam("p_until"), status=RunStatus.RUNNING,
         started_at=func.coalesce(_RUNS.c.started_at, bindparam("p_now")), updated_at=bindparam("p_now"),
+        # Taking over a run another driver left running: that driver died with the run in its hands.
+        crashes=_RUNS.c.crashes + case(
+            (and_(_RUNS.c.status == RunStatus.RUNNING,
+                  or_(_RUNS.c.lease_owner.is_(None), _RUNS.c.lease_owner != bindparam("p_owner"))), 1),
+            else_=0,
+        ),
     )
-    .returning(_RUNS.c.workflow, _RUNS.c.inputs, _RUNS.c.spec, _RUNS.c.cost_usd)
+    .returning(_RUNS.c.workflow, _RUNS.c.inputs, _RUNS.c.spec, _RUNS.c.cost_usd, _RUNS.c.crashes, _RUNS.c.current_step)
 )
 
-
 _STEP_ROWS = (
-    select(_STEPS.c.id, _STEPS.c.step, _STEPS.c.status, _STEPS.c.input_override, _STEPS.c.output, _STEPS.c.attempts)
+    select(_STEPS.c.id, _STEPS.c.step, _STEPS.c.status, _STEPS.c.input_override, _STEPS.c.output, _STEPS.c.attempts,
+           _STEPS.c.retry_base)
     .where(_STEPS.c.run_id == bindparam("p_run"))
     .order_by(_STEPS.c.position)
 )
-
 
 _START_STEP = (
     update(_STEPS)
     .where(_STEPS.c.id == bindparam("p_id"), or_(*(_STEPS.c.status == s for s in STARTABLE_STEP)))
     .values(status=StepStatus.RUNNING, input=bindparam("p_input"), started_at=bindparam("p_now"), error=None)
 )
-
 
 _END_STEP = (
     update(_STEPS)
@@ -146,12 +158,9 @@ _END_STEP = (
     )
 )
 
-
 _INSERT_RUN = insert(_RUNS)
 
-
 _INSERT_STEPS = insert(_STEPS)
-
 
 _INSERT_ATTEMPT = insert(Attempt.__table__)
 
@@ -211,9 +220,26 @@ def end_step_write(*, step_run_id: int, status: str, output: Any, now: datetime,
     }, False)
 
 
-def attempt_write(attempt: Attempt) -> Write:
-    """Record a (transient, not added) Attempt."""
-    return (_INSERT_ATTEMPT, {key: getattr(attempt, key) for key in _ATTEMPT_COLUMNS}, False)
+def attempt_start_write(attempt: Attempt) -> Write:
+    """Record an attempt as started, before its call: a crash during the call leaves it on record."""
+    values = {key: getattr(attempt, key) for key in _ATTEMPT_COLUMNS}
+    return (_INSERT_ATTEMPT, values | {"status": AttemptStatus.STARTED}, False)
+
+
+_END_ATTEMPT = (
+    update(Attempt.__table__)
+    .where(
+        Attempt.__table__.c.run_id == bindparam("p_run"), Attempt.__table__.c.step == bindparam("p_step"),
+        Attempt.__table__.c.number == bindparam("p_number"),
+    )
+    .values({key: bindparam(f"v_{key}") for key in _FINISH_COLUMNS})
+)
+
+
+def attempt_end_write(attempt: Attempt) -> Write:
+    """Record how a started attempt ended (its outcome, output, tokens, cost and latency)."""
+    values = {f"v_{key}": getattr(attempt, key) for key in _FINISH_COLUMNS}
+    return (_END_ATTEMPT, {"p_run": attempt.run_id, "p_step": attempt.step, "p_number": attempt.number, **values}, False)
 
 
 def attempt_failed_write(*, run_id: str, step: str, attempt: Attempt) -> Write:
@@ -230,3 +256,45 @@ def backoff_write(*, run_id: str, step: str, number: int, delay_s: float) -> Wri
     """Record the wait that followed an attempt."""
     stmt = update(Attempt).where(Attempt.run_id == run_id, Attempt.step == step, Attempt.number == number).values(backoff_s=delay_s)
     return (stmt, {}, False)
+
+
+_INTERRUPT = (
+    update(Attempt.__table__)
+    .where(Attempt.__table__.c.run_id == bindparam("p_run"), Attempt.__table__.c.status == AttemptStatus.STARTED)
+    .values(status=AttemptStatus.INTERRUPTED, error_type="Interrupted",
+            error_message="the process driving the run stopped during this attempt")
+    .returning(Attempt.__table__.c.step, Attempt.__table__.c.number, Attempt.__table__.c.model, Attempt.__table__.c.input)
+)
+
+
+async def interrupt_started(*, session: AsyncSession, run_id: str) -> Sequence[Row[Any]]:
+    """Mark the run's attempts that were started and never ended as interrupted: (step, number, model, input)."""
+    conn = await session.connection()
+    return (await conn.execute(_INTERRUPT, {"p_run": run_id})).all()
+
+
+def interrupted_writes(*, run_id: str, step: str, number: int, cost_usd: float) -> list[Write]:
+    """An interrupted attempt counted on its step, with its estimated cost on the attempt and the step
+    (the run itself is charged by the driver's fence)."""
+    on_step = (
+        update(StepRun)
+        .where(StepRun.run_id == run_id, StepRun.step == step)
+        .values(attempts=case((StepRun.attempts < number, number), else_=StepRun.attempts),
+                cost_usd=StepRun.cost_usd + cost_usd)
+    )
+    on_attempt = (
+        update(Attempt)
+        .where(Attempt.run_id == run_id, Attempt.step == step, Attempt.number == number)
+        .values(cost_usd=cost_usd)
+    )
+    return [(on_step, {}, False), (on_attempt, {}, False)]
+
+
+async def attempts_per_target(*, session: AsyncSession, run_id: str, step: str, after: int) -> dict[int, int]:
+    """How many attempts each target (fallback index) of a step has made since attempt `after`."""
+    rows = await session.execute(
+        select(Attempt.fallback_index, func.count())
+        .where(Attempt.run_id == run_id, Attempt.step == step, Attempt.number > after)
+        .group_by(Attempt.fallback_index)
+    )
+    return {index: count for index, count in rows.all()}

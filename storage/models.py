@@ -19,7 +19,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from storage.status import RunStatus, StepStatus
+from storage.status import AttemptStatus, RunStatus, StepStatus
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -90,6 +90,8 @@ class Run(Base):
     # Which process is driving the run, until when (replicas take over expired leases).
     lease_owner: Mapped[str | None] = mapped_column(String(100))
     lease_expires_at: Mapped[datetime | None]
+    # How often a driver died with this run in its hands; past a limit the run fails instead of looping.
+    crashes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
         Index("ix_runs_status_lease", "status", "lease_expires_at"),
@@ -120,6 +122,7 @@ class StepRun(Base):
     reminded_at: Mapped[datetime | None]
     escalated_at: Mapped[datetime | None]
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    retry_base: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # attempts before a human's retry
 
     __table_args__ = (
         UniqueConstraint("run_id", "step"),
@@ -151,6 +154,8 @@ class Attempt(Base):
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
     backoff_s: Mapped[float | None] = mapped_column(Float)  # the wait that followed, if any
     started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # started (recorded before the call) | succeeded | failed | interrupted (the process stopped mid-call)
+    status: Mapped[str] = mapped_column(String(20), default=AttemptStatus.SUCCEEDED, server_default=AttemptStatus.SUCCEEDED.value)
 
     __table_args__ = (Index("ix_attempts_run_step_number", "run_id", "step", "number"),)
 

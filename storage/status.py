@@ -32,6 +32,15 @@ class StepStatus(StrEnum):
     EXPIRED = "expired"
 
 
+class AttemptStatus(StrEnum):
+    """How one call of a model or tool went: recorded as started before the call, ended after it."""
+
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # the process stopped during the call
+
+
 class Action(StrEnum):
     """A decision at a checkpoint: a person's (approve, edit, reject) or a deadline's (expire)."""
 

@@ -63,7 +63,9 @@ async def test_the_next_step_is_started_in_the_transaction_that_records_the_prev
 
 
 async def test_a_lost_lease_stops_the_step_transaction_whole(engine: Engine, fake_model: FakeModel) -> None:
-    """The fence fails: neither the attempt nor the step result nor the next step's start is written."""
+    """The fence fails: neither the attempt's end nor the step result nor the next step's start is written.
+
+    The attempt itself stays on record as started (it was recorded before its call): the call was made."""
     spec = model_spec(fake_model, steps=THREE)
     run_id = await engine.start(spec, {"who": "Ada"}, started_by="tester")
     original = engine.caller.call
@@ -77,7 +79,8 @@ async def test_a_lost_lease_stops_the_step_transaction_whole(engine: Engine, fak
     engine.caller.call = steal  # type: ignore[method-assign]
     fake_model.script(Reply.text("a"))
     assert await engine.advance(run_id) == "running"
-    assert await attempts_of(engine, run_id) == []
+    [attempt] = await attempts_of(engine, run_id)
+    assert (attempt.status, attempt.raw_output, attempt.cost_usd) == ("started", None, 0.0)
     assert [s.status for s in await steps_of(engine, run_id)] == ["running", "pending", "pending"]
     assert await outbox_kinds(engine, run_id) == ["run_started", "step_started"]
 

@@ -111,9 +111,11 @@ async def test_a_run_killed_mid_step_continues_after_restart_without_repeating_c
     assert page.hits == ["/pricing"]  # the completed crawl was not repeated
     assert draft_requests(fake_model) == 2  # the interrupted draft ran again, once
     steps = {s.step: s.status for s in await steps_of(db, run.id)}
-    tried = [a.step for a in await attempts_of(db, run.id)]
+    tried = [(a.step, a.number, a.status) for a in await attempts_of(db, run.id)]
     assert steps == {"crawl": "succeeded", "draft": "approved", "seo-audit": "succeeded"}
-    assert tried == ["crawl", "draft", "seo-audit"]
+    # The draft cut off by the kill is on record too (it was recorded before its call), and counted.
+    assert tried == [("crawl", 1, "succeeded"), ("draft", 1, "interrupted"), ("draft", 2, "succeeded"),
+                     ("seo-audit", 1, "succeeded")]
 
 
 async def test_a_pending_approval_survives_a_kill_and_can_still_be_decided(
