@@ -1,8 +1,16 @@
-"""Output contracts: what a step must produce, checked for model output and for human edits alike."""
+"""Output contracts: what a step must produce, checked for model output and for human edits alike.
+
+The check is the wall between an untrusted output and the run: whatever goes wrong while parsing or
+checking one (an exception of any kind) is that output's fault, reported as a broken contract, never a
+crash of the run. Parsing and validation are bounded: a JSON value may nest at most MAX_DEPTH levels and
+hold at most MAX_VALUES values, and an output may be at most MAX_CHARS characters long.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import re
 from functools import lru_cache
 from typing import Any
@@ -14,6 +22,13 @@ from agents.spec import OutputSpec
 
 _FENCE = re.compile(r"^\s*```(?:json|JSON)?\s*\n(.*?)\n?```\s*$", re.DOTALL)
 
+# Each level of a value costs jsonschema several Python frames: 64 levels stay far below the
+# interpreter's recursion limit, and no honest output nests that deep.
+MAX_DEPTH = 64
+MAX_VALUES = 100_000
+MAX_CHARS = 1_000_000
+_SCHEMA_ERRORS_SEEN = 50  # a huge off-schema value has as many errors as items: look at a few
+
 
 @lru_cache(maxsize=256)
 def _validator(schema_json: str) -> Draft202012Validator:
@@ -24,40 +39,96 @@ def _schema_problem(spec: OutputSpec, value: Any) -> str | None:
     if spec.schema_ is None:
         return None
     validator = _validator(json.dumps(spec.schema_, sort_keys=True))
-    error = next(iter(sorted(validator.iter_errors(value), key=lambda e: list(e.path))), None)
+    errors = itertools.islice(validator.iter_errors(value), _SCHEMA_ERRORS_SEEN)
+    error = min(errors, key=lambda e: [(0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in e.path], default=None)
     if error is None:
         return None
     where = "/".join(str(p) for p in error.absolute_path)
     return f"{where + ': ' if where else ''}{error.message}"
 
 
+def _shape_problem(value: Any) -> str | None:
+    """What makes a parsed value too deep, too big or not JSON at all (walked without recursion)."""
+    stack = [(value, 1)]
+    seen = 0
+    while stack:
+        item, depth = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            return f"the output holds more than {MAX_VALUES:,} values"
+        if isinstance(item, (dict, list, tuple)):
+            if depth > MAX_DEPTH:
+                return f"the output is nested deeper than {MAX_DEPTH} levels"
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "the output holds NaN or Infinity, which JSON does not allow"
+    return None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse(text: str) -> tuple[Any, str | None]:
+    fenced = _FENCE.match(text)
+    try:
+        return json.loads(fenced.group(1) if fenced else text, parse_constant=_refuse_constant), None
+    except json.JSONDecodeError as exc:
+        return text, f"the output is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    except RecursionError:  # the C parser gives up near the interpreter's limit, long after MAX_DEPTH
+        return text, f"the output is nested deeper than {MAX_DEPTH} levels"
+    except ValueError as exc:  # NaN, Infinity, an integer of more digits than Python converts
+        return text, f"the output is not valid JSON ({exc})"
+
+
 def _problem(spec: OutputSpec, value: Any) -> tuple[Any, str | None]:
     """(parsed value, what is wrong with it or None)."""
+    if isinstance(value, str) and len(value) > MAX_CHARS:
+        return value, f"the output is {len(value):,} characters long, more than the {MAX_CHARS:,} allowed"
     if spec.format == "text":
+        if not isinstance(value, str):
+            shape = _shape_problem(value)
+            if shape:
+                return value, shape
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         return (text.strip(), None) if text.strip() else (text, "the output is empty")
     if isinstance(value, str):
         if not value.strip():
             return value, "the output is empty"
-        fenced = _FENCE.match(value)
-        try:
-            value = json.loads(fenced.group(1) if fenced else value)
-        except json.JSONDecodeError as exc:
-            return value, f"the output is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
-    return value, _schema_problem(spec, value)
+        value, problem = _parse(value)
+        if problem:
+            return value, problem
+    return value, _shape_problem(value) or _schema_problem(spec, value)
+
+
+def _checked(spec: OutputSpec, value: Any) -> tuple[Any, str | None]:
+    """_problem, with any exception it raises turned into the output's problem: a check never crashes a run."""
+    try:
+        return _problem(spec, value)
+    except Exception as exc:  # noqa: BLE001 - the output is hostile or broken; either way it fails the contract
+        return value, f"the output could not be checked ({type(exc).__name__}: {str(exc)[:200]})"
+
+
+def _as_text(raw: Any) -> str:
+    if isinstance(raw, str):
+        return raw
+    try:
+        return json.dumps(raw, default=str)
+    except Exception:  # noqa: BLE001 - too deep, circular or not JSON at all: its repr may fail the same way
+        return f"<a {type(raw).__name__} that cannot be shown as JSON>"
 
 
 def check_output(spec: OutputSpec, raw: Any) -> Any:
-    """Parse and validate a model's or tool's output; a broken one is a (retried) BadOutput."""
-    value, problem = _problem(spec, raw)
+    """Parse and validate a model's or tool's output; a broken one (whatever broke) is a (retried) BadOutput."""
+    value, problem = _checked(spec, raw)
     if problem:
-        raise BadOutput(problem, raw=raw if isinstance(raw, str) else json.dumps(raw, default=str))
+        raise BadOutput(problem, raw=_as_text(raw))
     return value
 
 
 def check_edit(spec: OutputSpec, edited: Any) -> Any:
     """Validate a human's edit against the same contract; a broken one changes nothing."""
-    value, problem = _problem(spec, edited)
+    value, problem = _checked(spec, edited)
     if problem:
         raise ContractViolation(f"the edit breaks the output contract: {problem}")
     return value
