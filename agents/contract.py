@@ -2,31 +2,26 @@
 
 The check is the wall between an untrusted output and the run: whatever goes wrong while parsing or
 checking one (an exception of any kind) is that output's fault, reported as a broken contract, never a
-crash of the run. Parsing and validation are bounded: a JSON value may nest at most MAX_DEPTH levels and
-hold at most MAX_VALUES values, and an output may be at most MAX_CHARS characters long.
+crash of the run. Parsing and validation are bounded (agents.bounds): a JSON value may nest at most
+MAX_DEPTH levels and hold at most MAX_VALUES values, and an output may be at most MAX_CHARS characters.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import math
 import re
 from functools import lru_cache
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from agents.bounds import MAX_CHARS, MAX_DEPTH, shape_problem
 from agents.errors import BadOutput, ContractViolation
 from agents.spec import OutputSpec
 
 _FENCE = re.compile(r"^\s*```(?:json|JSON)?\s*\n(.*?)\n?```\s*$", re.DOTALL)
 
-# Each level of a value costs jsonschema several Python frames: 64 levels stay far below the
-# interpreter's recursion limit, and no honest output nests that deep.
-MAX_DEPTH = 64
-MAX_VALUES = 100_000
-MAX_CHARS = 1_000_000
 _SCHEMA_ERRORS_SEEN = 50  # a huge off-schema value has as many errors as items: look at a few
 
 
@@ -45,24 +40,6 @@ def _schema_problem(spec: OutputSpec, value: Any) -> str | None:
         return None
     where = "/".join(str(p) for p in error.absolute_path)
     return f"{where + ': ' if where else ''}{error.message}"
-
-
-def _shape_problem(value: Any) -> str | None:
-    """What makes a parsed value too deep, too big or not JSON at all (walked without recursion)."""
-    stack = [(value, 1)]
-    seen = 0
-    while stack:
-        item, depth = stack.pop()
-        seen += 1
-        if seen > MAX_VALUES:
-            return f"the output holds more than {MAX_VALUES:,} values"
-        if isinstance(item, (dict, list, tuple)):
-            if depth > MAX_DEPTH:
-                return f"the output is nested deeper than {MAX_DEPTH} levels"
-            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
-        elif isinstance(item, float) and not math.isfinite(item):
-            return "the output holds NaN or Infinity, which JSON does not allow"
-    return None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -86,10 +63,8 @@ def _problem(spec: OutputSpec, value: Any) -> tuple[Any, str | None]:
     if isinstance(value, str) and len(value) > MAX_CHARS:
         return value, f"the output is {len(value):,} characters long, more than the {MAX_CHARS:,} allowed"
     if spec.format == "text":
-        if not isinstance(value, str):
-            shape = _shape_problem(value)
-            if shape:
-                return value, shape
+        if not isinstance(value, str) and (shape := shape_problem(value)):
+            return value, f"the output {shape}"
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         return (text.strip(), None) if text.strip() else (text, "the output is empty")
     if isinstance(value, str):
@@ -98,7 +73,8 @@ def _problem(spec: OutputSpec, value: Any) -> tuple[Any, str | None]:
         value, problem = _parse(value)
         if problem:
             return value, problem
-    return value, _shape_problem(value) or _schema_problem(spec, value)
+    shape = shape_problem(value)
+    return value, f"the output {shape}" if shape else _schema_problem(spec, value)
 
 
 def _checked(spec: OutputSpec, value: Any) -> tuple[Any, str | None]:

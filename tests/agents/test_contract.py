@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.contract import MAX_CHARS, MAX_DEPTH, check_edit, check_output
+from agents.bounds import MAX_CHARS, MAX_DEPTH
+from agents.contract import check_edit, check_output
 from agents.errors import BadOutput, ContractViolation
 from agents.spec import OutputSpec
 
