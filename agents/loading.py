@@ -1,4 +1,10 @@
-"""Loading workflows: YAML to a WorkflowSpec, then the checks that need more than the types (templates, schedule inputs)."""
+"""Loading workflows: YAML to a WorkflowSpec, then the checks that need more than the types (templates, schedule inputs).
+
+A spec file is read defensively, because one broken file must not stop the server: it is at most
+MAX_SPEC_BYTES, must be UTF-8, may nest at most MAX_DEPTH levels, and its aliases may not expand it past
+MAX_VALUES values (a "billion laughs" of 500 bytes would otherwise build a billion). Every refusal is one
+SpecError line naming the file.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from agents.bounds import MAX_DEPTH, MAX_VALUES, shape_problem
 from agents.errors import InvalidInputs, SpecError
 from agents.inputs import coerce_inputs
 from agents.spec import WorkflowSpec
@@ -32,9 +39,21 @@ def _where(data: Any, loc: tuple[Any, ...]) -> str:
 
 
 def parse_spec(data: Any, source: str) -> WorkflowSpec:
-    """Validate a spec's parsed YAML; raise SpecError with one line per problem."""
+    """Validate a spec's parsed YAML; raise SpecError with one line per problem (and nothing else, whatever the data)."""
     if not isinstance(data, dict):
         raise SpecError(f"{source}: the file must hold a mapping (name:, steps:, ...)")
+    shape = shape_problem(data)
+    if shape:
+        raise SpecError(f"{source}: the spec {shape}")
+    try:
+        return _validated(data, source)
+    except SpecError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a check tripped on data nobody foresaw: still the file's problem, in one line
+        raise SpecError(f"{source}: cannot load: {type(exc).__name__}: {_one_line(exc)}") from None
+
+
+def _validated(data: dict[str, Any], source: str) -> WorkflowSpec:
     try:
         spec = WorkflowSpec.model_validate(data)
     except ValidationError as exc:
@@ -54,16 +73,102 @@ def parse_spec(data: Any, source: str) -> WorkflowSpec:
     return spec
 
 
-def load_spec(path: Path) -> WorkflowSpec:
-    """Load one YAML spec file."""
+MAX_SPEC_BYTES = 1_000_000
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """YAML the loader will not build: too deep, or aliases that expand too far."""
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
+
+
+def _expansion_problem(root: yaml.Node) -> tuple[str, yaml.Node] | None:
+    """What is wrong with the tree the composed graph expands to (aliases copied out), walked once per node."""
+    done: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) of its expansion
+    entered: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        if finished:
+            sizes = [done[id(child)] for child in _children(node)]
+            values, depth = 1 + sum(v for v, _ in sizes), 1 + max((d for _, d in sizes), default=0)
+            if values > MAX_VALUES:
+                return f"aliases expand this file to more than {MAX_VALUES:,} values", node
+            if depth > MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels (through aliases)", node
+            done[id(node)] = (values, depth)
+        elif id(node) in entered:
+            if id(node) not in done:
+                return "an alias refers to a value that contains it", node
+        else:
+            entered.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in _children(node))
+    return None
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing nesting deeper than MAX_DEPTH and aliases that expand past MAX_VALUES."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        if self._depth >= MAX_DEPTH:
+            raise _Refused(None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> yaml.Node:
+        node = super().compose_document()
+        found = _expansion_problem(node)
+        if found:
+            problem, where = found
+            raise _Refused(None, None, problem, where.start_mark)
+        return node
+
+
+def _read_text(path: Path) -> str:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open("rb") as file:
+            raw = file.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
         raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: the file is larger than {MAX_SPEC_BYTES:,} bytes; a spec may not be")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+
+
+def _one_line(problem: object) -> str:
+    return " ".join(str(problem).split())[:300]
+
+
+def load_spec(path: Path) -> WorkflowSpec:
+    """Load one YAML spec file; whatever is wrong with it is a SpecError naming the file."""
+    text = _read_text(path)
+    try:
+        data = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader, with limits
+    except _Refused as exc:
+        raise SpecError(f"{path}: line {exc.problem_mark.line + 1}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise SpecError(f"{path}:{where}: broken YAML: {getattr(exc, 'problem', exc)}") from None
+        where = f" line {mark.line + 1}:" if mark else ""
+        raise SpecError(f"{path}:{where} broken YAML: {_one_line(getattr(exc, 'problem', exc))}") from None
+    except Exception as exc:  # noqa: BLE001 - a scalar PyYAML cannot build (a 2001-13-45 date, a 5,000-digit int)
+        raise SpecError(f"{path}: broken YAML: {type(exc).__name__}: {_one_line(exc)}") from None
     return parse_spec(data, str(path))
 
 

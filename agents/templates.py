@@ -1,4 +1,4 @@
-"""Jinja2 templates for prompts and tool args: sandboxed, strict, and checked before anything runs."""
+"""Jinja2 templates for prompts and tool args: sandboxed, bounded (agents.sandbox), strict, and checked before anything runs."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import StrictUndefined, TemplateError, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from agents.errors import TemplateFailure
+from agents.sandbox import BoundedEnvironment, limit_problems, render_bounded
 
 if TYPE_CHECKING:
     from agents.spec import WorkflowSpec
@@ -20,9 +20,9 @@ def _tojson(value: Any) -> str:
 
 
 @lru_cache(maxsize=1)
-def environment() -> ImmutableSandboxedEnvironment:
+def environment() -> BoundedEnvironment:
     """The one sandboxed environment; undefined names raise instead of rendering as ''."""
-    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+    env = BoundedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
     env.filters["tojson"] = _tojson
     return env
 
@@ -33,13 +33,15 @@ def _compile(source: str):  # type: ignore[no-untyped-def]
 
 
 def render(source: str, context: dict[str, Any]) -> str:
-    """Render one template string; a missing name or a sandbox breach is a TemplateFailure."""
+    """Render one template string; a missing name, a sandbox breach, a limit hit or any other error is a TemplateFailure."""
     if "{" not in source:
         return source
     try:
-        return _compile(source).render(**context)
+        return render_bounded(_compile(source), context)
     except TemplateError as exc:
         raise TemplateFailure(f"template error: {exc.message or exc}") from None
+    except Exception as exc:  # noqa: BLE001 - 1/0, range(10**9), a macro that recurses forever: the template is broken
+        raise TemplateFailure(f"template error: {type(exc).__name__}: {str(exc)[:300]}") from None
 
 
 def render_value(value: Any, context: dict[str, Any]) -> Any:
@@ -145,6 +147,13 @@ def _check_chain(chain: list[str], spec: WorkflowSpec, earlier: dict[str, Any]) 
 
 
 def _check_source(source: str, spec: WorkflowSpec, earlier: dict[str, Any]) -> list[str]:
+    try:
+        return _source_problems(source, spec, earlier)
+    except RecursionError:  # Jinja parses and compiles recursively
+        return ["template syntax error: nested too deeply"]
+
+
+def _source_problems(source: str, spec: WorkflowSpec, earlier: dict[str, Any]) -> list[str]:
     env = environment()
     try:
         ast = env.parse(source)
@@ -152,7 +161,8 @@ def _check_source(source: str, spec: WorkflowSpec, earlier: dict[str, Any]) -> l
         return [f"template syntax error: {exc.message}"]
     from jinja2 import meta
 
-    problems = [
+    problems = limit_problems(ast)
+    problems += [
         f"unknown name {name!r} (use inputs.<name> or steps.<step>.output)"
         for name in sorted(meta.find_undeclared_variables(ast) - {"inputs", "steps"})
     ]

@@ -8,4 +8,9 @@ from typing import Any
 
 def as_text(value: Any, *, indent: int | None = 2) -> str:
     """`value` as the text a person reads and edits: strings unchanged, anything else as JSON (None is null)."""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=indent, default=str)
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, indent=indent, default=str)
+    except Exception:  # noqa: BLE001 - too deep, circular or not JSON at all: its repr may fail the same way
+        return f"<a {type(value).__name__} that cannot be shown as JSON>"

@@ -6,7 +6,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     DateTime,
     Float,
     ForeignKey,
@@ -14,11 +13,11 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
-    Text,
     TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from storage.clean import CleanJSON, CleanString, CleanText
 from storage.status import AttemptStatus, RunStatus, StepStatus
 
 NAMING_CONVENTION = {
@@ -60,7 +59,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), Any: JSON()}
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: CleanJSON(), Any: CleanJSON()}
 
 
 class Run(Base):
@@ -76,7 +75,7 @@ class Run(Base):
     trigger: Mapped[str] = mapped_column(String(20), default="cli")  # cli | slack | schedule
     status: Mapped[str] = mapped_column(String(30), index=True, default=RunStatus.QUEUED)
     current_step: Mapped[str | None] = mapped_column(String(200))
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(CleanText)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -111,10 +110,10 @@ class StepRun(Base):
     position: Mapped[int] = mapped_column(Integer)
     # pending | running | succeeded | failed | awaiting_approval | approved | edited | rejected | expired
     status: Mapped[str] = mapped_column(String(30), default=StepStatus.PENDING)
-    input: Mapped[Any] = mapped_column(JSON, nullable=True)
-    input_override: Mapped[Any] = mapped_column(JSON, nullable=True)  # a human's edited input
-    output: Mapped[Any] = mapped_column(JSON, nullable=True)  # what later steps see
-    error: Mapped[str | None] = mapped_column(Text)
+    input: Mapped[Any] = mapped_column(CleanJSON, nullable=True)
+    input_override: Mapped[Any] = mapped_column(CleanJSON, nullable=True)  # a human's edited input
+    output: Mapped[Any] = mapped_column(CleanJSON, nullable=True)  # what later steps see
+    error: Mapped[str | None] = mapped_column(CleanText)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -142,12 +141,12 @@ class Attempt(Base):
     model: Mapped[str | None] = mapped_column(String(200))  # the model or tool asked
     fallback_index: Mapped[int] = mapped_column(Integer, default=0)  # 0 = primary model
     model_attempt: Mapped[int] = mapped_column(Integer, default=1)  # 1-based, per model
-    model_used: Mapped[str | None] = mapped_column(String(200))  # as the provider reported
-    input: Mapped[Any] = mapped_column(JSON, nullable=True)
-    raw_output: Mapped[str | None] = mapped_column(Text)
-    parsed_output: Mapped[Any] = mapped_column(JSON, nullable=True)
+    model_used: Mapped[str | None] = mapped_column(CleanString(200))  # as the provider reported
+    input: Mapped[Any] = mapped_column(CleanJSON, nullable=True)
+    raw_output: Mapped[str | None] = mapped_column(CleanText)
+    parsed_output: Mapped[Any] = mapped_column(CleanJSON, nullable=True)
     error_type: Mapped[str | None] = mapped_column(String(100))
-    error_message: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(CleanText)
     tokens_in: Mapped[int] = mapped_column(Integer, default=0)
     tokens_out: Mapped[int] = mapped_column(Integer, default=0)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
@@ -174,9 +173,9 @@ class Decision(Base):
     action: Mapped[str] = mapped_column(String(20))  # approve | edit | reject | expire
     decided_by: Mapped[str] = mapped_column(String(200))
     decided_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    original_output: Mapped[Any] = mapped_column(JSON, nullable=True)
-    edited_output: Mapped[Any] = mapped_column(JSON, nullable=True)
-    reason: Mapped[str | None] = mapped_column(Text)
+    original_output: Mapped[Any] = mapped_column(CleanJSON, nullable=True)
+    edited_output: Mapped[Any] = mapped_column(CleanJSON, nullable=True)
+    reason: Mapped[str | None] = mapped_column(CleanText)
     chars_changed: Mapped[int] = mapped_column(Integer, default=0)
     chars_total: Mapped[int] = mapped_column(Integer, default=0)
     wait_s: Mapped[float] = mapped_column(Float, default=0.0)  # from checkpoint to decision
@@ -210,7 +209,7 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None]
     tries: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(CleanText)
     next_try_at: Mapped[datetime | None]
     claimed_by: Mapped[str | None] = mapped_column(String(100))
     claimed_until: Mapped[datetime | None]
