@@ -135,6 +135,14 @@ class ModelStep(_StepBase):
     temperature: float | None = None
     max_tokens: int | None = Field(None, ge=1)
 
+    @field_validator("api_key_env")
+    @classmethod
+    def _not_ours(cls, value: str | None) -> str | None:
+        # The process's own credentials must never be sent to a model provider (nor echoed back by one).
+        if value is not None and value.upper().startswith(("SLACK_", "OVERSEER_")):
+            raise ValueError(f"{value} is one of Overseer's own settings; name the variable that holds this model's API key")
+        return value
+
     @property
     def kind(self) -> str:
         return "model"

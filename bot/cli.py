@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -78,11 +78,22 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: parse, run the command, translate errors into one line and an exit status."""
-    args = _parser().parse_args(argv)
-    if not args.command:
-        _parser().print_help()
-        return EXIT_BAD_INPUT
+    """Entry point: parse, run the command, translate errors into one line and an exit status.
+
+    Everything it prints (results, progress, errors) goes through the process's redactor.
+    """
+    from bot import redaction
+
+    redaction.install()  # the environment's secrets, before anything can be printed
+    with redirect_stdout(redaction.Redacting(sys.stdout)), redirect_stderr(redaction.Redacting(sys.stderr)):
+        args = _parser().parse_args(argv)
+        if not args.command:
+            _parser().print_help()
+            return EXIT_BAD_INPUT
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args)
         from bot.logs import configure_logging
@@ -91,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             configure_logging(fmt=settings.log_format, level=settings.log_level)
         else:  # the terminal is for the command's own output; logs go to stderr, warnings only
             configure_logging(fmt="console" if sys.stderr.isatty() else "json", level="warning", stream=sys.stderr)
+        _redact_spec_keys(settings)
         return _COMMANDS[args.command](args, settings)
     except KeyboardInterrupt:
         print("overseer: interrupted", file=sys.stderr)
@@ -102,6 +114,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"overseer: internal error: {type(exc).__name__}: {exc} (set OVERSEER_DEBUG=1 for details)", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _redact_spec_keys(settings: Settings) -> None:
+    """Add the API keys the workflows name (`api_key_env`) to what is redacted: runs recorded their errors."""
+    from agents.loading import load_workflows
+    from bot import redaction
+
+    redaction.install(load_workflows(settings.workflows)[0].values())
 
 
 def _fail(exc: OverseerError) -> int:

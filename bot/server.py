@@ -239,6 +239,9 @@ async def _serve(settings: Settings, *, tasks: list[TaskFactory]) -> None:
             raise DatabaseUnavailable(f"DATABASE_URL: cannot migrate the database: {type(exc).__name__}: {exc}") from None
         await release_dead_leases(db)
         specs, problems = load_workflows(settings.workflows)
+        from bot import redaction
+
+        redaction.install(specs.values())  # the environment's secrets and the API keys the specs name
         for problem in problems:
             log.warning("workflow.skipped", problem=problem)
         assert settings.slack_bot_token is not None  # require_slack checked it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import secrets
 import shutil
@@ -110,6 +111,29 @@ async def db(db_url: str) -> AsyncIterator[Database]:
     database = connect(db_url)
     yield database
     await database.dispose()
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """The process's structured logs, as JSON lines in a string; structlog's defaults come back after."""
+    import structlog
+
+    from bot.logs import configure_logging
+
+    stream = io.StringIO()
+    configure_logging(fmt="json", level="info", stream=stream)
+    yield stream
+    structlog.reset_defaults()
+
+
+@pytest.fixture(autouse=True)
+def _redaction_restored() -> Iterator[None]:
+    """A test that installs the process's redactor (serve, the CLI in-process) leaves none behind."""
+    from bot import redaction
+
+    previous = redaction.current()
+    yield
+    redaction.use(previous)
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from agents.errors import (
     UnknownWorkflow,
     UserInputError,
 )
+from bot.redaction import redact
 from bot.slack.blocks import mention
 from bot.slack.mrkdwn import cut, escape_mrkdwn
 from storage.status import Action
@@ -70,8 +71,8 @@ def user_message(exc: BaseException) -> str:
 def inline_message(exc: BaseException) -> str:
     """What a modal shows under an input (plain text, so nothing to escape)."""
     if isinstance(exc, UserInputError):
-        return cut(str(exc), 1900)
-    return cut(user_message(exc), 1900)
+        return redact(cut(str(exc), 1900))
+    return redact(cut(user_message(exc), 1900))
 
 
 async def tell(
@@ -83,6 +84,7 @@ async def tell(
     chat.postEphemeral first; where the bot is not in the channel, the request's response_url (which
     works anywhere) instead.
     """
+    text, blocks = redact(text), redact(blocks)
     if channel and user:
         try:
             if blocks:

@@ -12,6 +12,7 @@ import structlog
 from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.redaction import RedactingClient
 from bot.slack import blocks as bk
 from storage import chat_queries
 from storage.db import Database
@@ -70,7 +71,7 @@ class Poster:
 
     def __init__(self, db: Database, client: AsyncWebClient) -> None:
         self.db = db
-        self.client = client
+        self.client = RedactingClient(client)  # the one boundary: text, blocks and files go out redacted
 
     async def post(self, notes: list[str], *, channel: str, text: str, blocks: list[dict[str, Any]], fallback: str,
                    thread_ts: str | None = None, fallback_blocks: list[dict[str, Any]] | None = None) -> str:

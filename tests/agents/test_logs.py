@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 
 import pytest
 import structlog
 
 from agents.engine import Engine
-from bot.logs import configure_logging, redact_text
+from bot.redaction import redact
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.helpers.specs import model_spec
-
-
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    configure_logging(fmt="json", level="info", stream=stream)
-    yield stream
-    structlog.reset_defaults()
 
 
 async def test_every_line_inside_a_run_carries_run_workflow_step_and_attempt(
@@ -47,4 +38,4 @@ def test_secrets_are_redacted_before_anything_is_written(log_stream: io.StringIO
     line = log_stream.getvalue()
     for secret in ("xoxb-1-2-abc", "sk-live-123456", "xapp-1-A-2", "sk-proj-abcdef12"):
         assert secret not in line
-    assert redact_text("Bearer abc.def") == "Bearer [REDACTED]"
+    assert redact("Bearer abc.def") == "Bearer [REDACTED]"

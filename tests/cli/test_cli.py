@@ -21,7 +21,7 @@ from tests.fakes.fake_model import FakeModel, Reply
 from tests.fakes.web_page import WebPage
 from tests.helpers.paths import REPO
 from tests.helpers.polling import eventually
-from tests.helpers.processes import overseer_env, spawn_overseer
+from tests.helpers.processes import overseer, overseer_env, spawn_overseer
 from tests.helpers.runs import all_runs, attempts_of, only_run, steps_of
 
 DRAFT = {"title": "Pricing, made simple", "body": "Starter is $10 a month; Pro is $30 with support."}
@@ -34,12 +34,6 @@ def cli_env(db_url: str, fake: FakeModel, **extra: str) -> dict[str, str]:
         OVERSEER_LEASE_SECONDS="1", EDITOR="true",
         **{"OVERSEER_FETCH_ALLOW": "127.0.0.1", **extra},  # the test page is on loopback
     )
-
-
-async def overseer(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[int, str, str]:
-    proc = await spawn_overseer(env, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    return proc.returncode or 0, out.decode(), err.decode()
 
 
 def content_model(fake: FakeModel, *, hang_first_draft: threading.Event | None = None) -> None:

@@ -20,3 +20,10 @@ async def spawn_overseer(env: dict[str, str], *args: str, **streams: Any) -> asy
     """Start `overseer ARGS` (as `python -m bot.cli`); `streams` are stdin/stdout/stderr, stdin empty by default."""
     streams.setdefault("stdin", asyncio.subprocess.DEVNULL)
     return await asyncio.create_subprocess_exec(sys.executable, "-m", "bot.cli", *args, env=env, cwd=str(REPO), **streams)
+
+
+async def overseer(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[int, str, str]:
+    """Run `overseer ARGS` to its end: (exit status, stdout, stderr)."""
+    proc = await spawn_overseer(env, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode or 0, out.decode(), err.decode()
