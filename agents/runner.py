@@ -24,6 +24,9 @@ class Runner:
         self.slots = Slots(concurrency, on_free=self.kick)
         self._wake = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[str]] = {}
+        # One tick at a time: on PostgreSQL a tick's SELECT ... SKIP LOCKED passes over the rows another
+        # tick holds, so a second tick could see nothing to do while the first is still starting the work.
+        self._tick_lock = asyncio.Lock()
         self._stopping = False
 
     def kick(self) -> None:
@@ -50,6 +53,10 @@ class Runner:
         """Start driving every runnable run we have a free slot for; returns the ids started.
 
         A run waiting out a backoff holds no slot, so runs of other workflows go on meanwhile."""
+        async with self._tick_lock:
+            return await self._tick()
+
+    async def _tick(self) -> list[str]:
         room = self.slots.free
         if room <= 0:
             return []
