@@ -108,7 +108,7 @@ def diff_lines(before: Any, after: Any, redact: Redact = identity) -> list[DiffL
     lines = difflib.unified_diff(redact(readable(before)).splitlines(), redact(readable(after)).splitlines(),
                                  "model output", "edited output", lineterm="")
     kinds = {"+": "add", "-": "del", "@": "hunk"}
-    return [DiffLine(kinds.get(line[:1], "same"), line) for line in lines]
+    return [DiffLine("hunk" if i < 2 else kinds.get(line[:1], "same"), line) for i, line in enumerate(lines)]
 
 
 def attempt_view(attempt: Attempt, redact: Redact) -> AttemptView:
