@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +37,8 @@ class DiffLine:
 
 @dataclass(frozen=True)
 class AttemptView:
+    """One call of a model or tool as the page shows it."""
+
     number: int
     status: str
     model: str
@@ -53,6 +55,8 @@ class AttemptView:
 
 @dataclass(frozen=True)
 class DecisionView:
+    """A checkpoint's decision as the page shows it."""
+
     action: str
     by: str
     at: str
@@ -64,6 +68,8 @@ class DecisionView:
 
 @dataclass(frozen=True)
 class StepView:
+    """One step and what happened in it."""
+
     name: str
     icon: str
     status: str
@@ -72,12 +78,14 @@ class StepView:
     input: str
     output: str
     error: str
-    attempts: list[AttemptView] = field(default_factory=list)
-    decision: DecisionView | None = None
+    attempts: list[AttemptView]
+    decision: DecisionView | None  # the checkpoint's, once decided
 
 
 @dataclass(frozen=True)
 class RunView:
+    """The page of one run."""
+
     id: str
     workflow: str
     state: str
@@ -95,6 +103,8 @@ class RunView:
 
 @dataclass(frozen=True)
 class RunRow:
+    """One run in the list of recent runs."""
+
     id: str
     workflow: str
     state: str
