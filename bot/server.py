@@ -1,7 +1,8 @@
 """`overseer serve`: one asyncio loop runs Bolt, the engine's runs, the outbox dispatcher and any extra tasks.
 
     Services          everything the bot runs, built once (tests build it with fakes' addresses)
-    create_asgi_app   the Starlette app: POST /slack/events (Bolt, signatures verified), GET /healthz;
+    create_asgi_app   the Starlette app: POST /slack/events (Bolt, signatures verified), GET /healthz,
+                      GET /runs and /runs/{id} (bot/pages, signed links);
                       its lifespan starts and stops the Services' background tasks
     tasks             `async def task(services) -> None` factories run alongside the runner and the
                       dispatcher; serve runs the scheduler (schedules, the digest, deadlines) this way
@@ -34,6 +35,9 @@ from agents.errors import DatabaseUnavailable
 from agents.runner import Runner
 from agents.loading import load_workflows
 from agents.spec import WorkflowSpec
+from bot.pages.links import links_from
+from bot import redaction
+from bot.pages.routes import page_routes
 from bot.settings import Settings, secrets_from_env
 from bot.slack import BotContext
 from bot.slack.app import build_app, build_client
@@ -154,7 +158,7 @@ def build_services(
     engine = Engine(db, settings=engine_settings)
     runner = Runner(engine, poll_seconds=runner_poll_seconds)
     client = build_client(bot_token, base_url=slack_api_url, retry_interval=slack_retry_interval)
-    dispatcher = Dispatcher(db, client, settings=dispatcher_settings)
+    dispatcher = Dispatcher(db, client, settings=dispatcher_settings, links=links_from(settings))
     directory = Directory(client, ttl=group_ttl)
     context = BotContext(db=db, engine=engine, runner=runner, client=client, directory=directory, specs=specs,
                          command=command, kick_dispatcher=dispatcher.kick)
@@ -165,7 +169,7 @@ def build_services(
 
 
 def create_asgi_app(services: Services, *, manage_tasks: bool = True) -> Starlette:
-    """POST /slack/events (slash commands, interactivity, events) and GET /healthz; the lifespan runs the tasks."""
+    """POST /slack/events (slash commands, interactivity, events), GET /healthz and the run pages; the lifespan runs the tasks."""
     handler = AsyncSlackRequestHandler(services.app)
 
     async def events(request: Request) -> Response:
@@ -187,7 +191,8 @@ def create_asgi_app(services: Services, *, manage_tasks: bool = True) -> Starlet
                 await services.stop()
 
     return Starlette(
-        routes=[Route("/slack/events", events, methods=["POST"]), Route("/healthz", healthz, methods=["GET"])],
+        routes=[Route("/slack/events", events, methods=["POST"]), Route("/healthz", healthz, methods=["GET"]),
+                *page_routes(services.db, links_from(services.settings), redact=redaction.redact)],
         lifespan=lifespan,
     )
 
@@ -239,8 +244,6 @@ async def _serve(settings: Settings, *, tasks: list[TaskFactory]) -> None:
             raise DatabaseUnavailable(f"DATABASE_URL: cannot migrate the database: {type(exc).__name__}: {exc}") from None
         await release_dead_leases(db)
         specs, problems = load_workflows(settings.workflows)
-        from bot import redaction
-
         redaction.install(specs.values())  # the environment's secrets and the API keys the specs name
         for problem in problems:
             log.warning("workflow.skipped", problem=problem)

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     digest_channel: str | None = Field(None, validation_alias="OVERSEER_DIGEST_CHANNEL")
     poll_seconds: float = Field(1.0, gt=0, validation_alias="OVERSEER_POLL_SECONDS")
     fetch_allow: str = Field("", validation_alias="OVERSEER_FETCH_ALLOW")
+    # The run pages: where people reach `overseer serve`, and the key that signs their links (no key, no pages).
+    public_url: str | None = Field(None, validation_alias="OVERSEER_PUBLIC_URL")
+    secret_key: SecretStr | None = Field(None, validation_alias="OVERSEER_SECRET_KEY")
+    link_days: float = Field(7.0, gt=0, validation_alias="OVERSEER_LINK_DAYS")
     log_format: Literal["auto", "json", "console"] = Field("auto", validation_alias="OVERSEER_LOG_FORMAT")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", validation_alias=AliasChoices("OVERSEER_LOG_LEVEL", "LOG_LEVEL")
@@ -53,6 +57,22 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL")
         return value if value.endswith("/") else value + "/"
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("http://", "https://")) or any(c in value for c in "<>|? "):
+            raise ValueError("must be an http(s) URL without a query, like https://overseer.example.com")
+        return value.rstrip("/")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and 0 < len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (e.g. the output of `openssl rand -hex 32`)")
+        return value
 
     @field_validator("fetch_allow")
     @classmethod

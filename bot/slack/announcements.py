@@ -12,6 +12,7 @@ from typing import Any
 
 from agents import outbox
 from bot.format import readable
+from bot.pages.links import Links
 from bot.slack import blocks as bk
 from bot.slack.poster import Poster, Undeliverable, Where
 from storage import chat_queries, run_queries
@@ -43,9 +44,10 @@ def failure_key(step: str, outbox_id: int) -> str:
 class Announcements:
     """Renders and posts each kind of announcement through the poster."""
 
-    def __init__(self, db: Database, poster: Poster) -> None:
+    def __init__(self, db: Database, poster: Poster, *, links: Links | None = None) -> None:
         self.db = db
         self.poster = poster
+        self.links = links  # the parent message links to the run's page when set with a public URL
         self._shows: dict[type[outbox.Announcement], Callable[[Delivery, Any], Awaitable[None]]] = {
             outbox.RunStarted: self._parent_only, outbox.StepStarted: self._parent_only,
             outbox.AttemptFailed: self._parent_only, outbox.StepSucceeded: self._parent_only,
@@ -80,7 +82,8 @@ class Announcements:
             for attempt in await run_queries.attempts(session=session, run_id=run_id):
                 counts[attempt.step] = counts.get(attempt.step, 0) + 1
             parent = await chat_queries.get_chat_message(session=session, run_id=run_id, key=PARENT)
-        text, blocks = bk.parent_message(run, steps, counts)
+        url = self.links.run_url(run_id) if self.links else None
+        text, blocks = bk.parent_message(run, steps, counts, url=url)
         fallback = bk.parent_plain(run, steps)
         if parent is not None:
             where = Where(parent.channel, parent.ts)

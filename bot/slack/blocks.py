@@ -185,8 +185,10 @@ def waiting_for(spec: Mapping[str, Any]) -> list[str]:
     return list(spec.get("approvers") or [])
 
 
-def parent_message(run: Any, steps: Sequence[Any], attempt_counts: Mapping[str, int]) -> tuple[str, list[dict[str, Any]]]:
-    """The run's one message: each step's state, attempts, duration and cost; who started it; the state."""
+def parent_message(run: Any, steps: Sequence[Any], attempt_counts: Mapping[str, int],
+                   url: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """The run's one message: each step's state, attempts, duration and cost; who started it; the state;
+    an "Open run" link to its page when `url` is given."""
     state = escape_mrkdwn(run_state(run.status))
     title = f"{run.workflow} · run {run.id}"
     lines = []
@@ -213,6 +215,8 @@ def parent_message(run: Any, steps: Sequence[Any], attempt_counts: Mapping[str, 
     summary = f"*State:* {state} · started by {started_by(run)} · cost {money(run.cost_usd)}"
     if run.started_at and run.finished_at:
         summary += f" · took {span(run.started_at, run.finished_at)}"
+    if url:
+        summary += f" · <{escape_mrkdwn(url)}|Open run>"
     blocks.append(section(summary))
     blocks.extend(sections(lines))
     if run.inputs:

@@ -21,6 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from agents import outbox
 from agents.lease import default_owner
+from bot.pages.links import Links
 from bot.slack.announcements import Announcements, Delivery
 from bot.slack.poster import Poster, Undeliverable, describe, slack_is_away
 from storage import outbox_queries
@@ -48,11 +49,11 @@ class Dispatcher:
     """Delivers the outbox to Slack; run `run_forever` in the bot's loop, `kick` it after a change."""
 
     def __init__(self, db: Database, client: AsyncWebClient, *, settings: DispatcherSettings | None = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, links: Links | None = None) -> None:
         self.db = db
         self.settings = settings or DispatcherSettings()
         self.clock = clock
-        self.announcements = Announcements(db, Poster(db, client))
+        self.announcements = Announcements(db, Poster(db, client), links=links)
         self._wake = asyncio.Event()
         self._stopping = False
         self._tick_lock = asyncio.Lock()  # one tick at a time per dispatcher (the loop, or drain)
