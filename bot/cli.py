@@ -58,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=1)
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("profile", help="cost-profile a workflow on sample inputs before deploying it")
+    p.add_argument("workflow")
+    p.add_argument("--inputs", required=True, metavar="FILE", help="JSON Lines: one object of inputs per line")
+    p.add_argument("--model", action="append", default=[], metavar="ALT", help="also profile with every model step on ALT (repeatable)")
+    p.add_argument("--repeat", type=int, default=1, metavar="N", help="runs per sample (default 1)")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("serve", help="run the Slack bot (HTTP, or Socket Mode when SLACK_APP_TOKEN is set)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
@@ -343,6 +350,21 @@ async def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+@_async
+async def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
+    """Run each sample through the engine (approving checkpoints, announcing nothing) and print the figures."""
+    from bot import cli_profile
+
+    spec = _load_spec(settings, args.workflow)
+    samples = cli_profile.load_samples(Path(args.inputs), spec, args.repeat)
+    async with database(settings) as db:
+        variants = await cli_profile.profile(_engine(db, settings), spec, samples, args.model, args.repeat)
+    return _report(
+        args, lambda: cli_profile.payload(spec, len(samples), args.repeat, variants),
+        lambda out: cli_profile.print_profile(spec, len(samples), args.repeat, variants, out),
+    )
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run the Slack bot until stopped."""
     settings.require_slack()
@@ -354,7 +376,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "check": cmd_check, "run": cmd_run, "resume": cmd_resume, "runs": cmd_runs, "show": cmd_show,
-    "db": cmd_db, "digest": cmd_digest, "serve": cmd_serve,
+    "db": cmd_db, "digest": cmd_digest, "profile": cmd_profile, "serve": cmd_serve,
 }
 
 

@@ -15,9 +15,14 @@ transaction, with the same property.
 Which tick fires
 ----------------
 Every firing (the APScheduler cron job, or `fire_due` on start and in tests) looks at the fire times of
-the cron expression in (last recorded tick, now], where the last recorded tick is read from the claims
-(or now - grace when there is none), and fires only the latest of them, and only if it is within
-`grace_seconds` of now. Several missed ticks therefore run once; ticks older than the grace window are
+the cron expression in (since, now], and fires only the latest of them, and only if it is within
+`grace_seconds` of now. `since` is the later of the last recorded tick and the time this schedule
+(workflow, cron and time zone) was first seen: catch-up covers downtime only. A new schedule (or a fresh
+database) therefore waits for its first tick instead of counting the ticks from before it existed as
+missed, and a changed cron starts fresh, since its first-seen time is when the change was first loaded.
+First seen is the claim `schedule-seen:{workflow}:{hash of cron and tz}`, inserted once, its time in
+the `at` column. Tick keys stay per workflow, not per cron: during a rolling deploy a replica on the old
+cron and one on the new cannot both fire the same instant. Several missed ticks therefore run once; ticks older than the grace window are
 skipped and logged (`schedule.tick_skipped`). The same logic serves live ticks (the latest fire time is
 the one that just came due) and catch-up after downtime, so the two cannot disagree.
 
@@ -29,6 +34,7 @@ Cron day-of-week numbers: APScheduler 3's CronTrigger.from_crontab reads 0 as Mo
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -69,6 +75,12 @@ def fire_times(trigger: CronTrigger, after: datetime, until: datetime, limit: in
 
 def tick_key(workflow: str, tick: datetime) -> str:
     return f"schedule:{workflow}:{tick.astimezone(timezone.utc).isoformat()}"
+
+
+def seen_key(workflow: str, cron: str, tz: str) -> str:
+    """The claim key holding when this schedule (workflow, cron, time zone) was first seen."""
+    digest = hashlib.sha256(f"{cron}\n{tz}".encode()).hexdigest()[:16]
+    return f"schedule-seen:{workflow}:{digest}"
 
 
 def _key_tick(key: str, prefix: str) -> datetime | None:
@@ -127,29 +139,26 @@ class Scheduler:
         return started
 
     async def fire_schedule(self, workflow: str, now: datetime | None = None) -> str | None:
-        """Fire `workflow`'s latest tick in (last recorded tick, now] if within the grace window."""
+        """Fire `workflow`'s latest tick since it last ticked or was first seen, if within the grace window."""
         now = (now or self.clock()).astimezone(timezone.utc)
         spec = self.specs[workflow]
+        assert spec.schedule is not None
         trigger = self.triggers[workflow]
-        async with self.db.sessions() as session:
-            prefix = f"schedule:{workflow}:"
-            last_key = await claim_queries.last_claim_key(session=session, prefix=prefix)
-        last = _key_tick(last_key, prefix) if last_key else None
+        since = await self._since(workflow, spec.schedule.cron, spec.schedule.timezone, now)
         horizon = now - self.grace
-        if last is not None and last < horizon:
-            skipped = fire_times(trigger, last, horizon)
+        if since < horizon:
+            skipped = fire_times(trigger, since, horizon)
             if skipped:
                 log.warning(
                     "schedule.tick_skipped", workflow=workflow, count=len(skipped), first=skipped[0].isoformat(),
                     last=skipped[-1].isoformat(), grace_s=self.grace.total_seconds(),
                 )
-        due = fire_times(trigger, max(last, horizon) if last else horizon, now)
+        due = fire_times(trigger, max(since, horizon), now)
         if not due:
             return None
         tick = due[-1]
         if len(due) > 1:
             log.info("schedule.ticks_coalesced", workflow=workflow, missed=len(due) - 1, tick=tick.isoformat())
-        assert spec.schedule is not None
         run_id = await self._start_claimed(tick_key(workflow, tick), spec, dict(spec.schedule.inputs))
         if run_id is None:
             log.debug("schedule.tick_taken", workflow=workflow, tick=tick.isoformat())
@@ -158,6 +167,18 @@ class Scheduler:
         if self.runner is not None:
             self.runner.kick()
         return run_id
+
+    async def _since(self, workflow: str, cron: str, tz: str, now: datetime) -> datetime:
+        """The later of the last recorded tick and when this schedule was first seen (recorded now if new)."""
+        prefix = f"schedule:{workflow}:"
+        async with self.db.sessions.begin() as session:
+            last_key = await claim_queries.last_claim_key(session=session, prefix=prefix)
+            seen = await claim_queries.first_claim_at(
+                session=session, key=seen_key(workflow, cron, tz), owner=self.owner, at=now)
+        last = _key_tick(last_key, prefix) if last_key else None
+        if seen == now:
+            log.info("schedule.first_seen", workflow=workflow, cron=cron, timezone=tz, at=now.isoformat())
+        return max(seen, last) if last else seen
 
     async def _start_claimed(self, key: str, spec: WorkflowSpec, inputs: dict[str, Any]) -> str | None:
         """Claim `key` and start the run in one transaction; None when another replica had the key."""

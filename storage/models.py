@@ -72,7 +72,7 @@ class Run(Base):
     inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
     spec: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the spec as it was at start
     started_by: Mapped[str] = mapped_column(String(200))  # a user id, "cli", or "schedule"
-    trigger: Mapped[str] = mapped_column(String(20), default="cli")  # cli | slack | schedule
+    trigger: Mapped[str] = mapped_column(String(20), default="cli")  # cli | slack | schedule | profile
     status: Mapped[str] = mapped_column(String(30), index=True, default=RunStatus.QUEUED)
     current_step: Mapped[str | None] = mapped_column(String(200))
     error: Mapped[str | None] = mapped_column(CleanText)

@@ -19,7 +19,8 @@ from sqlalchemy import select
 from agents.digest import compute_digest
 from agents.engine import Engine, EngineSettings
 from agents.loading import load_spec
-from storage import run_queries
+from bot.scheduler import seen_key
+from storage import claim_queries, run_queries
 from storage.db import Database
 from storage.models import Attempt, ChatMessage, Claim, OutboxMessage, Run, utcnow
 from tests.fakes.fake_model import FakeModel, Reply
@@ -115,6 +116,8 @@ async def test_two_replicas_one_killed_mid_step_run_every_step_fire_every_tick_a
     fake_model.responder = respond
     env = serve_env(db_url, tmp_path, fake_model, fake_slack)
     replicas = [Replica(env, tmp_path / "a.log"), Replica(env, tmp_path / "b.log")]
+    async with db.sessions.begin() as session:  # seen before, so the start-up catch-up has a tick to fire
+        await claim_queries.try_claim(session=session, key=seen_key("minutely", "* * * * *", "UTC"), owner="test")
     try:
         for replica in replicas:
             await replica.start()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from agents.errors import InvalidInputs, SpecError
 from agents.loading import parse_spec
 from agents.spec import WorkflowSpec
-from bot.scheduler import Scheduler, crontab_trigger, fire_times
+from bot.scheduler import Scheduler, crontab_trigger, fire_times, seen_key
 from storage.db import Database
 from storage.models import Claim, OutboxMessage
 from tests.helpers.runs import all_runs as scheduled_runs
@@ -44,16 +44,19 @@ def make(db: Database, clock: Clock, spec: WorkflowSpec, owner: str = "replica-a
 
 
 async def claim_keys(db: Database) -> list[str]:
+    """The once-only keys taken (ticks, digests), the schedules' first-seen records aside."""
     async with db.sessions() as session:
-        return sorted((await session.scalars(select(Claim.key))).all())
+        return sorted(k for k in (await session.scalars(select(Claim.key))).all() if not k.startswith("schedule-seen:"))
 
 
 T0 = datetime(2026, 3, 2, 10, 0, 0, 500_000, tzinfo=timezone.utc)
+SEEN = T0 - timedelta(minutes=1)  # the schedule was first seen just before the tick a test starts at
 
 
 async def test_a_tick_fires_one_scheduled_run_once(db: Database) -> None:
     clock = Clock(T0)
     sched, runner = make(db, clock, scheduled())
+    assert await sched.fire_due(SEEN) == []
     [run_id] = await sched.fire_due()
     assert await sched.fire_due() == []  # the same tick again: nothing
     assert await sched.fire_due(clock.advance(minutes=4)) == []  # before the next tick
@@ -71,6 +74,7 @@ async def test_two_schedulers_on_one_database_fire_a_tick_once(two_databases: tu
     first, second = two_databases
     a, _ = make(first, clock, scheduled(), owner="replica-a")
     b, _ = make(second, clock, scheduled(), owner="replica-b")
+    await a.fire_due(SEEN)
     results = await asyncio.gather(a.fire_due(), b.fire_due(), a.fire_due(), b.fire_due())
     assert sum(len(r) for r in results) == 1
     assert len(await scheduled_runs(first)) == 1
@@ -79,6 +83,7 @@ async def test_two_schedulers_on_one_database_fire_a_tick_once(two_databases: tu
 async def test_missed_ticks_within_the_grace_window_run_once(db: Database) -> None:
     clock = Clock(T0)
     sched, _ = make(db, clock, scheduled(), grace_seconds=3600)
+    await sched.fire_due(SEEN)
     await sched.fire_due()  # 10:00
     with capture_logs() as logs:
         started = await sched.fire_due(clock.advance(minutes=32))  # 10:05 ... 10:30 were missed
@@ -91,6 +96,7 @@ async def test_missed_ticks_within_the_grace_window_run_once(db: Database) -> No
 async def test_ticks_older_than_the_grace_window_are_skipped_and_logged(db: Database) -> None:
     clock = Clock(T0)
     sched, _ = make(db, clock, scheduled("0 * * * *"), grace_seconds=900)
+    await sched.fire_due(SEEN)
     await sched.fire_due()  # 10:00
     with capture_logs() as logs:
         started = await sched.fire_due(clock.set(datetime(2026, 3, 2, 12, 30, tzinfo=timezone.utc)))
@@ -102,12 +108,61 @@ async def test_ticks_older_than_the_grace_window_are_skipped_and_logged(db: Data
     assert len(await sched.fire_due(clock.set(datetime(2026, 3, 2, 13, 10, tzinfo=timezone.utc)))) == 1
 
 
-async def test_on_a_fresh_database_a_tick_within_the_grace_window_runs(db: Database) -> None:
-    clock = Clock(datetime(2026, 3, 2, 10, 20, tzinfo=timezone.utc))
-    sched, _ = make(db, clock, scheduled("0 10 * * *"), grace_seconds=3600)
-    assert len(await sched.fire_due()) == 1
-    sched2, _ = make(db, Clock(datetime(2026, 3, 2, 11, 20, tzinfo=timezone.utc)), scheduled("0 10 * * *"), grace_seconds=3600)
-    assert await sched2.fire_due() == []
+async def test_on_a_fresh_database_a_schedule_waits_for_its_first_tick(db: Database) -> None:
+    """Ticks from before a schedule was first seen are not missed ticks: nothing runs at first start."""
+    clock = Clock(datetime(2026, 3, 2, 10, 59, 30, tzinfo=timezone.utc))
+    sched, _ = make(db, clock, scheduled("* * * * *"), grace_seconds=3600)
+    with capture_logs() as logs:
+        assert await sched.fire_due() == []  # 59 ticks came due in the last hour, none since first seen
+    assert not [e for e in logs if e["event"] in ("schedule.ticks_coalesced", "schedule.tick_skipped")]
+    assert [e["workflow"] for e in logs if e["event"] == "schedule.first_seen"] == ["every-five"]
+    restarted, _ = make(db, clock, scheduled("* * * * *"), grace_seconds=3600)
+    assert await restarted.fire_due(clock.advance(seconds=20)) == []  # 10:59:50, still no tick since
+    assert len(await restarted.fire_due(clock.advance(seconds=15))) == 1  # 11:00:05: the first tick
+    assert await claim_keys(db) == ["schedule:every-five:2026-03-02T11:00:00+00:00"]
+
+
+async def test_replicas_starting_together_on_a_fresh_database_agree_on_when_a_schedule_was_first_seen(
+    two_databases: tuple[Database, Database],
+) -> None:
+    first, second = two_databases
+    clock = Clock(datetime(2026, 3, 2, 10, 2, tzinfo=timezone.utc))
+    a, _ = make(first, clock, scheduled(), owner="replica-a")
+    b, _ = make(second, Clock(clock.now + timedelta(seconds=1)), scheduled(), owner="replica-b")
+    assert await asyncio.gather(a.fire_due(), b.fire_due()) == [[], []]
+    async with first.sessions() as session:
+        [seen] = (await session.scalars(select(Claim).where(Claim.key.startswith("schedule-seen:")))).all()
+    assert seen.key == seen_key("every-five", "*/5 * * * *", "UTC")
+    assert seen.at in (clock.now, clock.now + timedelta(seconds=1))
+
+
+async def test_downtime_within_the_grace_window_fires_the_latest_missed_tick_once(db: Database) -> None:
+    clock = Clock(datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc))
+    before, _ = make(db, clock, scheduled("0 * * * *"), grace_seconds=3600)
+    assert await before.fire_due() == []  # first seen at 09:30
+    assert len(await before.fire_due(clock.set(datetime(2026, 3, 2, 10, 0, 1, tzinfo=timezone.utc)))) == 1
+    # Down from 10:05 to 12:20: 11:00 is past the grace window, 12:00 is not.
+    after, _ = make(db, clock, scheduled("0 * * * *"), grace_seconds=3600)
+    with capture_logs() as logs:
+        started = await after.fire_due(clock.set(datetime(2026, 3, 2, 12, 20, tzinfo=timezone.utc)))
+    assert len(started) == 1
+    assert [e["count"] for e in logs if e["event"] == "schedule.tick_skipped"] == [1]
+    assert await after.fire_due(clock.advance(minutes=1)) == []
+    assert await claim_keys(db) == ["schedule:every-five:2026-03-02T10:00:00+00:00", "schedule:every-five:2026-03-02T12:00:00+00:00"]
+
+
+async def test_a_changed_cron_starts_fresh_and_does_not_fire_the_old_ones_ticks(db: Database) -> None:
+    clock = Clock(datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc))
+    old, _ = make(db, clock, scheduled("0 * * * *"), grace_seconds=3600)
+    await old.fire_due()
+    assert len(await old.fire_due(clock.set(datetime(2026, 3, 2, 10, 0, 1, tzinfo=timezone.utc)))) == 1
+    # Redeployed at 12:20 with a new cron: the old cron's 12:00 would be caught up, the new one's are not.
+    new, _ = make(db, clock, scheduled("*/20 * * * *"), grace_seconds=3600)
+    assert await new.fire_due(clock.set(datetime(2026, 3, 2, 12, 20, 30, tzinfo=timezone.utc))) == []
+    assert await new.fire_due(clock.advance(minutes=19)) == []
+    assert len(await new.fire_due(clock.advance(minutes=1))) == 1  # 12:40:30: the new cron's first tick
+    assert await claim_keys(db) == ["schedule:every-five:2026-03-02T10:00:00+00:00", "schedule:every-five:2026-03-02T12:40:00+00:00"]
+    assert seen_key("every-five", "0 * * * *", "UTC") != seen_key("every-five", "0 * * * *", "Europe/London")
 
 
 async def test_the_claim_and_the_run_commit_together(db: Database) -> None:
@@ -118,6 +173,7 @@ async def test_the_claim_and_the_run_commit_together(db: Database) -> None:
     )
     clock = Clock(T0)
     sched, _ = make(db, clock, spec)
+    await sched.fire_due(SEEN)
     with pytest.raises(InvalidInputs):
         await sched.fire_schedule("every-five")
     assert await claim_keys(db) == [] and await scheduled_runs(db) == []
