@@ -26,6 +26,23 @@ Definitions (the window is [now - days, now), half-open, UTC):
   (what one success cost, failures included). None when nothing succeeded.
 - duration_p50_s / p95_s: wall-clock seconds from started_at to finished_at (checkpoint waits
   included) of runs finished in the window; linear interpolation between ranks (as percentile_cont).
+
+How far the agents get alone:
+- mttr_run_s: mean seconds from a failed run to the next successful run of the workflow. Finishes are
+  the run-finished announcements made in the window (a retried run finishes more than once); a failure
+  after a success (or the window's start) opens an outage, later failures belong to it, the next
+  success closes it. Outages still open at `now` are left out. None without a closed outage.
+- mttr_retry_s: mean seconds from a run's failure to the success of the same run after a retry (from
+  its first failure in the window, if it failed more than once). None without such a run.
+- cost_per_approved_usd: cost_usd / (approved + edited): what one output a person let through cost.
+- top_reject_reasons: the 3 most common reasons given with a rejection in the window, grouped by
+  normalized text (lower case, whitespace collapsed, trailing punctuation dropped); ties by text.
+  Rejections without a reason are not counted.
+- median_decision_by_approver: per person, the median Decision.wait_s of their human decisions in the
+  window (as median_decision_s), with how many they took; by approver id.
+- untouched_share_14d: approved as is / human decisions (approve, edit, reject) taken in the 14 days
+  before `now`, whatever the window. None without decisions.
+- Revision rate is not reported: there is no Revise action yet.
 """
 
 from __future__ import annotations
@@ -38,6 +55,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from agents.errors import TransientError
+from agents.outbox import RunFinished
 from storage import digest_queries as dq
 from storage.db import Database
 from storage.status import FINISHED_RUN, Action, RunStatus
@@ -64,6 +82,19 @@ def transient_error_types() -> tuple[str, ...]:
 class StepCount:
     step: str
     count: int
+
+
+@dataclass
+class ReasonCount:
+    reason: str
+    count: int
+
+
+@dataclass
+class ApproverWait:
+    approver: str
+    median_s: float
+    decisions: int
 
 
 @dataclass
@@ -97,6 +128,12 @@ class WorkflowDigest:
     duration_p50_s: float | None = None
     duration_p95_s: float | None = None
     daily_success_rate: list[float | None] = field(default_factory=lambda: [None] * SERIES_DAYS)
+    mttr_run_s: float | None = None
+    mttr_retry_s: float | None = None
+    cost_per_approved_usd: float | None = None
+    top_reject_reasons: list[ReasonCount] = field(default_factory=list)
+    median_decision_by_approver: list[ApproverWait] = field(default_factory=list)
+    untouched_share_14d: float | None = None
 
     @staticmethod
     def activity(payload: dict[str, Any]) -> int:
@@ -111,6 +148,8 @@ class WorkflowDigest:
         values = {k: v for k, v in data.items() if k in known}
         values["top_failed_steps"] = [StepCount(**s) for s in data.get("top_failed_steps", [])]
         values["daily_success_rate"] = list(data.get("daily_success_rate", [None] * SERIES_DAYS))
+        values["top_reject_reasons"] = [ReasonCount(**r) for r in data.get("top_reject_reasons", [])]
+        values["median_decision_by_approver"] = [ApproverWait(**a) for a in data.get("median_decision_by_approver", [])]
         return cls(**values)
 
 
@@ -158,6 +197,35 @@ def _rate(succeeded: int, finished: int) -> float | None:
     return succeeded / finished if finished else None
 
 
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def normalized_reason(reason: str) -> str:
+    """A reject reason as grouped: lower case, whitespace collapsed, trailing punctuation dropped."""
+    return " ".join(reason.lower().split()).rstrip(" .!?;:,")
+
+
+def recoveries(finishes: Iterable[tuple[str, datetime, str]]) -> tuple[list[float], list[float]]:
+    """(seconds from each outage's first failure to the next success of the workflow, seconds from a
+    run's first failure to its own later success) from one workflow's (run id, when, status), oldest first."""
+    outage: datetime | None = None
+    failed_at: dict[str, datetime] = {}
+    runs: list[float] = []
+    retries: list[float] = []
+    for run_id, at, status in finishes:
+        if status == RunStatus.FAILED:
+            outage = outage or at
+            failed_at.setdefault(run_id, at)
+        elif status == RunStatus.SUCCEEDED:
+            if outage is not None:
+                runs.append((at - outage).total_seconds())
+                outage = None
+            if run_id in failed_at:
+                retries.append((at - failed_at.pop(run_id)).total_seconds())
+    return runs, retries
+
+
 class _Raw:
     """Everything fetched for one workflow, before the ratios are taken."""
 
@@ -177,6 +245,12 @@ class _Raw:
         self.waits: list[float] = []
         self.durations: list[float] = []
         self.held = 0
+        self.finishes: list[tuple[str, datetime, str]] = []
+        self.recovered: list[float] = []
+        self.retried: list[float] = []
+        self.reasons: dict[str, int] = defaultdict(int)
+        self.approver_waits: dict[str, list[float]] = defaultdict(list)
+        self.untouched = self.decided_14d = 0
 
     def merge(self, other: _Raw) -> None:
         self.started += other.started
@@ -201,6 +275,14 @@ class _Raw:
         self.waits.extend(other.waits)
         self.durations.extend(other.durations)
         self.held += other.held
+        self.recovered.extend(other.recovered)
+        self.retried.extend(other.retried)
+        for k, v in other.reasons.items():
+            self.reasons[k] += v
+        for k, waits in other.approver_waits.items():
+            self.approver_waits[k].extend(waits)
+        self.untouched += other.untouched
+        self.decided_14d += other.decided_14d
 
     def digest(self, workflow: str) -> WorkflowDigest:
         s = self.status
@@ -209,6 +291,8 @@ class _Raw:
         prev = _rate(self.prev_succeeded, self.prev_finished)
         durations = sorted(self.durations)
         steps = sorted(self.failed_steps.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_STEPS]
+        reasons = sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_STEPS]
+        let_through = self.actions[Action.APPROVE] + self.actions[Action.EDIT]
         return WorkflowDigest(
             workflow=workflow, started=self.started, succeeded=s["succeeded"], failed=s["failed"],
             rejected=s["rejected"], expired=s["expired"], cancelled=s["cancelled"], waiting=self.waiting,
@@ -227,7 +311,31 @@ class _Raw:
             daily_success_rate=[
                 _rate(self.day_succeeded[i], self.day_finished[i]) for i in range(SERIES_DAYS)
             ],
+            mttr_run_s=_mean(self.recovered), mttr_retry_s=_mean(self.retried),
+            cost_per_approved_usd=round(self.cost / let_through, 10) if let_through else None,
+            top_reject_reasons=[ReasonCount(k, v) for k, v in reasons],
+            median_decision_by_approver=[
+                ApproverWait(k, percentile(sorted(w), 0.5) or 0.0, len(w)) for k, w in sorted(self.approver_waits.items())
+            ],
+            untouched_share_14d=_rate(self.untouched, self.decided_14d),
         )
+
+
+async def _alone(session: Any, raw: dict[str, _Raw], *, start: datetime, now: datetime) -> None:
+    """Fill in how far the agents got alone: recoveries, reject reasons, checkpoints approved as is."""
+    for wf, run_id, at, status in await dq.run_finishes(session=session, start=start, end=now, kind=RunFinished.kind):
+        raw[wf].finishes.append((run_id, at, status))
+    for r in raw.values():
+        r.recovered, r.retried = recoveries(r.finishes)
+    for wf, reason in await dq.reject_reasons(session=session, start=start, end=now):
+        if normalized_reason(reason):
+            raw[wf].reasons[normalized_reason(reason)] += 1
+    for wf, action, n, _changed, _total in await dq.decision_totals(
+        session=session, start=now - timedelta(days=SERIES_DAYS), end=now
+    ):
+        if action in HUMAN_ACTIONS:
+            raw[wf].decided_14d += n
+            raw[wf].untouched += n if action == Action.APPROVE else 0
 
 
 async def compute_digest(
@@ -273,8 +381,10 @@ async def compute_digest(
             if action in (Action.APPROVE, Action.EDIT):
                 raw[wf].chars_changed += changed
                 raw[wf].chars_total += total
-        for wf, wait in await dq.decision_waits(session=session, start=start, end=now, actions=HUMAN_ACTIONS):
+        for wf, by, wait in await dq.decision_waits(session=session, start=start, end=now, actions=HUMAN_ACTIONS):
             raw[wf].waits.append(wait)
+            raw[wf].approver_waits[by].append(wait)
+        await _alone(session, raw, start=start, now=now)
         for wf, seconds in await dq.run_durations(session=session, start=start, end=now):
             raw[wf].durations.append(seconds)
         for wf, n in await dq.escalations(session=session, start=start, end=now):

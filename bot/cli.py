@@ -65,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=1, metavar="N", help="runs per sample (default 1)")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("eval", help="re-run decided checkpoints under the current spec and score them against what people approved")
+    p.add_argument("workflow")
+    p.add_argument("--last", type=int, default=20, metavar="N", help="how many decided checkpoints (default 20)")
+    p.add_argument("--spec", metavar="PATH", help="the spec file to evaluate (default: the workflow's current spec)")
+    p.add_argument("--model", metavar="ALT", help="run the checkpointed steps on this model instead")
+    p.add_argument("--min-agreement", type=float, metavar="X", help="exit 1 when the agreement (0..1) is below X")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("serve", help="run the Slack bot (HTTP, or Socket Mode when SLACK_APP_TOKEN is set)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
@@ -365,6 +373,26 @@ async def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+@_async
+async def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    """Score the workflow's spec against the outputs people approved; exit 1 below --min-agreement."""
+    from agents.evals import run_eval
+    from agents.loading import load_spec
+    from bot.cli_eval import print_eval
+
+    if args.last < 1:
+        raise UserInputError("--last must be at least 1")
+    spec = load_spec(Path(args.spec)) if args.spec else _load_spec(settings, args.workflow)
+    async with database(settings) as db:
+        report = await run_eval(db, spec, workflow=args.workflow, last=args.last, model=args.model,
+                                engine_settings=_engine(db, settings).settings)
+    _report(args, report.to_dict, lambda out: print_eval(report, out))
+    if args.min_agreement is not None and report.agreement < args.min_agreement:
+        print(f"overseer: agreement {report.agreement:.3f} is below --min-agreement {args.min_agreement:g}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run the Slack bot until stopped."""
     settings.require_slack()
@@ -376,7 +404,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "check": cmd_check, "run": cmd_run, "resume": cmd_resume, "runs": cmd_runs, "show": cmd_show,
-    "db": cmd_db, "digest": cmd_digest, "profile": cmd_profile, "serve": cmd_serve,
+    "db": cmd_db, "digest": cmd_digest, "eval": cmd_eval, "profile": cmd_profile, "serve": cmd_serve,
 }
 
 

@@ -80,6 +80,26 @@ def _checkpoints_line(w: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def _alone_rows(w: dict[str, Any], esc: bool) -> list[tuple[str, str]]:
+    """How far the agents got alone, as (label, value) rows; the rows with nothing to tell are left out."""
+    name = escape_mrkdwn if esc else str
+    rows = []
+    figures = ("mttr_run_s", "mttr_retry_s", "cost_per_approved_usd", "untouched_share_14d")
+    if any(w.get(k) is not None for k in figures):
+        rows.append(("alone", (
+            f"recovery {duration(w.get('mttr_run_s'))} to the next good run · {duration(w.get('mttr_retry_s'))} by retry · "
+            f"{money_short(w.get('cost_per_approved_usd'))} per approved output · "
+            f"{pct(w.get('untouched_share_14d'))} approved untouched (14 days)"
+        )))
+    if w.get("top_reject_reasons"):
+        rows.append(("rejects", ", ".join(f"{name(r['reason'])} ×{r['count']}" for r in w["top_reject_reasons"])))
+    if w.get("median_decision_by_approver"):
+        rows.append(("approvers", " · ".join(
+            f"{name(a['approver'])} {duration(a['median_s'])} ({a['decisions']})" for a in w["median_decision_by_approver"]
+        )))
+    return rows
+
+
 # --- plain text ----------------------------------------------------------------------------------
 
 
@@ -101,6 +121,7 @@ def digest_text(payload: dict[str, Any]) -> str:
             ("decisions", f"edit rate {pct_fine(w['edit_rate'])} · median wait {duration(w['median_decision_s'])}"),
             ("cost", f"{money_short(w['cost_usd'])} total · {money_short(w['cost_per_success_usd'])} per successful run"),
             ("duration", f"p50 {duration(w['duration_p50_s'])} · p95 {duration(w['duration_p95_s'])}"),
+            *_alone_rows(w, esc=False),
         ]
         title = w["workflow"] if w is not payload.get("totals") else "All workflows"
         lines.append(title)
@@ -140,7 +161,8 @@ def _workflow_blocks(w: dict[str, Any]) -> list[dict[str, Any]]:
     ]
     return [
         _section(f"*{name}*", fields),
-        _context(f"14 days `{sparkline(w['daily_success_rate'])}` oldest → today"),
+        _context(f"14 days `{sparkline(w['daily_success_rate'])}` oldest → today",
+                 *(f"*{label.capitalize()}*: {value}" for label, value in _alone_rows(w, esc=True))),
     ]
 
 

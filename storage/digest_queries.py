@@ -18,8 +18,8 @@ from sqlalchemy import Float, Integer, and_, case, cast, extract, func, literal,
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from storage.models import Attempt, Decision, Event, Run, StepRun
-from storage.status import RunStatus, StepStatus
+from storage.models import Attempt, Decision, Event, OutboxMessage, Run, StepRun
+from storage.status import Action, RunStatus, StepStatus
 
 ESCALATION_EVENT = "checkpoint_escalated"
 
@@ -145,15 +145,15 @@ async def decision_totals(
 
 async def decision_waits(
     *, session: AsyncSession, start: datetime, end: datetime, actions: Sequence[str]
-) -> list[tuple[str, float]]:
-    """(workflow, seconds waited) for each decision in [start, end) with one of `actions`."""
+) -> list[tuple[str, str, float]]:
+    """(workflow, decided by, seconds waited) for each decision in [start, end) with one of `actions`."""
     rows = await session.execute(
-        select(Run.workflow, Decision.wait_s)
+        select(Run.workflow, Decision.decided_by, Decision.wait_s)
         .select_from(Decision)
         .join(Run, Run.id == Decision.run_id)
         .where(Decision.decided_at >= start, Decision.decided_at < end, Decision.action.in_(list(actions)))
     )
-    return [(w, float(s or 0.0)) for w, s in rows.all()]
+    return [(w, by, float(s or 0.0)) for w, by, s in rows.all()]
 
 
 async def run_durations(*, session: AsyncSession, start: datetime, end: datetime) -> list[tuple[str, float]]:
@@ -178,8 +178,39 @@ async def escalations(*, session: AsyncSession, start: datetime, end: datetime) 
     return [(w, int(n)) for w, n in rows.all()]
 
 
+async def reject_reasons(*, session: AsyncSession, start: datetime, end: datetime) -> list[tuple[str, str]]:
+    """(workflow, reason as written) for each rejection with a reason in [start, end)."""
+    rows = await session.execute(
+        select(Run.workflow, Decision.reason)
+        .select_from(Decision)
+        .join(Run, Run.id == Decision.run_id)
+        .where(Decision.decided_at >= start, Decision.decided_at < end, Decision.action == Action.REJECT,
+               Decision.reason.is_not(None))
+    )
+    return [(w, r) for w, r in rows.all()]
+
+
+async def run_finishes(
+    *, session: AsyncSession, start: datetime, end: datetime, kind: str
+) -> list[tuple[str, str, datetime, str]]:
+    """(workflow, run id, when, final status) of every finish announced in [start, end), oldest first.
+
+    Read from the outbox (`kind` is the run-finished announcement): the runs table keeps only a run's
+    last finish, and a failed run that was retried and then succeeded finished twice. No index serves
+    this (outbox rows are few per run); the digest runs once a day.
+    """
+    rows = await session.execute(
+        select(Run.workflow, OutboxMessage.run_id, OutboxMessage.created_at, OutboxMessage.payload)
+        .select_from(OutboxMessage)
+        .join(Run, Run.id == OutboxMessage.run_id)
+        .where(OutboxMessage.kind == kind, OutboxMessage.created_at >= start, OutboxMessage.created_at < end)
+        .order_by(OutboxMessage.created_at, OutboxMessage.id)
+    )
+    return [(w, r, at, str((p or {}).get("status"))) for w, r, at, p in rows.all()]
+
+
 __all__ = [
     "ESCALATION_EVENT", "attempt_totals", "decision_totals", "decision_waits", "escalations",
     "failed_steps", "retry_exhaustions", "run_durations", "runs_finished_by_day", "runs_started",
-    "runs_waiting",
+    "runs_waiting", "reject_reasons", "run_finishes",
 ]

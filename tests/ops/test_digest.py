@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from agents.digest import Digest, compute_digest, percentile
-from storage.models import Attempt, Decision, Event, Run, StepRun
+from storage.models import Attempt, Decision, Event, OutboxMessage, Run, StepRun
 
 NOW = datetime(2026, 3, 10, 9, 0, tzinfo=timezone.utc)
 START = NOW - timedelta(days=1)  # the window is [2026-03-09 09:00, 2026-03-10 09:00)
@@ -46,11 +46,17 @@ class History:
     def attempt(self, rid: str, step: str, number: int, when: datetime, cost: float, error: str | None = None) -> None:
         self.rows.append(Attempt(run_id=rid, step=step, number=number, started_at=when, cost_usd=cost, error_type=error))
 
-    def decision(self, rid: str, step_id: int, action: str, when: datetime, wait_s: float, changed: int = 0, total: int = 0) -> None:
+    def decision(self, rid: str, step_id: int, action: str, when: datetime, wait_s: float, changed: int = 0, total: int = 0,
+                 by: str = "U0ALICE", reason: str | None = None) -> None:
         self.rows.append(Decision(
-            step_run_id=step_id, run_id=rid, step="draft", action=action, decided_by="U0ALICE", decided_at=when,
-            chars_changed=changed, chars_total=total, wait_s=wait_s,
+            step_run_id=step_id, run_id=rid, step="draft", action=action, decided_by=by, decided_at=when,
+            chars_changed=changed, chars_total=total, wait_s=wait_s, reason=reason,
         ))
+
+    def finished(self, rid: str, status: str, when: datetime) -> None:
+        """The run-finished announcement the engine writes at each finish (a retried run finishes again)."""
+        self.rows.append(OutboxMessage(run_id=rid, stream=f"run:{rid}", kind="run_finished", payload={"status": status},
+                                       created_at=when))
 
 
 def history() -> list[Any]:
@@ -118,9 +124,39 @@ def history() -> list[Any]:
     return h.rows
 
 
-@pytest.fixture
-async def filled(db):  # type: ignore[no-untyped-def]
-    rows = history()
+def alone_history() -> list[Any]:
+    """Outages, retries, reasons and approvers, for how far the agents get alone."""
+    h = History()
+    for rid, status in [("m0", "failed"), ("m1", "succeeded"), ("m2", "failed"), ("m3", "succeeded"),
+                        ("m4", "succeeded"), ("m5", "failed"), ("m6", "cancelled")]:
+        h.run(rid, status, at(1, 1), at(9, 20))
+    h.finished("m0", "failed", at(9, 8))  # before the window: opens nothing
+    h.finished("m1", "failed", at(9, 10))  # an outage opens
+    h.finished("m2", "failed", at(9, 10, 30))  # the same outage; m2 never recovers itself
+    h.finished("m6", "cancelled", at(9, 10, 45))  # neither a failure nor a recovery
+    h.finished("m3", "succeeded", at(9, 11))  # the outage closes: 3600 s
+    h.finished("m1", "succeeded", at(9, 12))  # m1 retried: 10:00 -> 12:00 = 7200 s
+    h.finished("m4", "failed", at(9, 13))  # a second outage opens
+    h.finished("m4", "failed", at(9, 13, 20))  # retried, failed again
+    h.finished("m4", "succeeded", at(9, 14))  # outage 3600 s; m4 retried from its first failure: 3600 s
+    h.finished("m5", "failed", at(9, 20))  # still open at NOW: left out
+    h.attempt("m1", "draft", 1, at(9, 10), 0.30)
+    decisions = [
+        ("reject", "U0ALICE", 100, "Wrong tone.", at(9, 15)), ("reject", "U0BOB", 300, "  wrong   TONE ", at(9, 15)),
+        ("reject", "U0BOB", 500, "Too long", at(9, 15)), ("reject", "U0ALICE", 200, "too long!", at(9, 15)),
+        ("reject", "U0BOB", 50, "Off topic", at(9, 15)), ("reject", "U0ALICE", 10, None, at(9, 15)),
+        ("reject", "U0ALICE", 30, "Missing price.", at(9, 15)), ("approve", "U0ALICE", 40, None, at(9, 15)),
+        ("edit", "U0BOB", 70, None, at(9, 15)), ("expire", "deadline", 14400, None, at(9, 15)),
+        ("approve", "U0CAROL", 9999, None, at(1, 15)),  # 8 days back: only in the 14-day share
+        ("edit", "U0BOB", 60, None, at(1, 15) - timedelta(days=10)),  # 18 days back: nowhere
+    ]
+    for i, (action, by, wait, reason, when) in enumerate(decisions):
+        step = h.step("m3", f"c{i}", action, position=i)
+        h.decision("m3", step, action, when, wait, by=by, reason=reason)
+    return h.rows
+
+
+async def _fill(db, rows):  # type: ignore[no-untyped-def]
     async with db.sessions.begin() as session:
         session.add_all([r for r in rows if isinstance(r, Run)])
         await session.flush()
@@ -128,6 +164,36 @@ async def filled(db):  # type: ignore[no-untyped-def]
         await session.flush()
         session.add_all([r for r in rows if not isinstance(r, (Run, StepRun))])
     return db
+
+
+@pytest.fixture
+async def filled(db):  # type: ignore[no-untyped-def]
+    return await _fill(db, history())
+
+
+async def test_how_far_the_agents_get_alone_matches_the_hand_computed_history(db) -> None:  # type: ignore[no-untyped-def]
+    await _fill(db, alone_history())
+    (alpha,) = (await compute_digest(db, now=NOW)).workflows
+    assert alpha.mttr_run_s == pytest.approx((3600 + 3600) / 2)  # 10:00 -> 11:00 and 13:00 -> 14:00
+    assert alpha.mttr_retry_s == pytest.approx((7200 + 3600) / 2)  # m1 and m4 succeeded after a retry
+    assert alpha.cost_per_approved_usd == pytest.approx(0.30 / 2)  # one approved, one edited in the window
+    assert [(r.reason, r.count) for r in alpha.top_reject_reasons] == [("too long", 2), ("wrong tone", 2), ("missing price", 1)]
+    # U0ALICE: 10 30 40 100 200 -> 40; U0BOB: 50 70 300 500 -> 185; the deadline and U0CAROL (out) are not listed.
+    assert [(a.approver, a.median_s, a.decisions) for a in alpha.median_decision_by_approver] == [
+        ("U0ALICE", 40, 5), ("U0BOB", 185, 4)]
+    assert alpha.untouched_share_14d == pytest.approx(2 / 10)  # approved as is: one today, U0CAROL's 8 days back
+    totals = (await compute_digest(db, now=NOW)).totals
+    assert (totals.mttr_run_s, totals.mttr_retry_s, totals.untouched_share_14d) == (
+        alpha.mttr_run_s, alpha.mttr_retry_s, alpha.untouched_share_14d)
+
+
+async def test_the_first_history_gives_its_own_alone_figures(filled) -> None:  # type: ignore[no-untyped-def]
+    alpha = (await compute_digest(filled, now=NOW)).workflows[0]
+    assert alpha.mttr_run_s is None and alpha.mttr_retry_s is None  # no finish was announced
+    assert alpha.cost_per_approved_usd == pytest.approx(0.55 / 2)  # r1 approved, r2 edited
+    assert alpha.top_reject_reasons == []  # r5 was rejected without a reason
+    assert [(a.approver, a.median_s, a.decisions) for a in alpha.median_decision_by_approver] == [("U0ALICE", 120, 3)]
+    assert alpha.untouched_share_14d == pytest.approx(1 / 3)  # r1 of r1 r2 r5 (r6 expired: not a person's)
 
 
 async def test_every_number_matches_the_hand_computed_history(filled) -> None:  # type: ignore[no-untyped-def]

@@ -126,3 +126,23 @@ def test_a_payload_from_the_outbox_renders_as_stored() -> None:
     stored = payload([workflow("a")])
     assert stored["workflows"][0] == asdict(workflow("a"))
     assert digest_text(stored) == digest_text(dict(stored))
+
+
+def test_how_far_the_agents_get_alone_renders_aligned_and_within_limits() -> None:
+    from agents.digest import ApproverWait, ReasonCount
+
+    alone = workflow(
+        "pricing-watch", mttr_run_s=3600.0, mttr_retry_s=5400.0, cost_per_approved_usd=0.15, untouched_share_14d=0.2,
+        top_reject_reasons=[ReasonCount("too long", 2), ReasonCount("<!channel> " + "x" * 4000, 1)],
+        median_decision_by_approver=[ApproverWait("U0ALICE", 40.0, 5), ApproverWait("U0BOB", 185.0, 4)],
+    )
+    text = digest_text(payload([alone]))
+    rows = [line for line in text.splitlines() if line.startswith("  ")]
+    assert len(rows) == 8 + 3 and all(r[13] == " " and r[14] != " " for r in rows)
+    assert "recovery 1h 00m to the next good run · 1h 30m by retry · $0.1500 per approved output · 20% approved untouched" in text
+    assert "too long ×2" in text and "U0ALICE 40s (5) · U0BOB 3m 05s (4)" in text
+    _, blocks = digest_message(payload([alone]))
+    assert_within_slack_limits(blocks)
+    context = [e["text"] for e in blocks[3]["elements"]]
+    assert len(context) == 4 and context[1].startswith("*Alone*: recovery 1h 00m")
+    assert "<!channel>" not in "\n".join(context) and context[2].endswith("…")
