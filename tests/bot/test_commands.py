@@ -127,6 +127,7 @@ async def test_a_refused_start_cancel_or_retry_is_answered_and_recorded_like_a_r
     assert run.status == "failed"
 
     await bot.command(f"retry {run.id}", user="U0MALLORY")
+    await bot.idle()  # each command's work runs after its ack: one at a time, so the events keep their order
     await bot.command(f"cancel {run.id}", user="U0MALLORY")
     await bot.idle()
     answers = bot.ephemerals_for("U0MALLORY")

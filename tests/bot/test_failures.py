@@ -95,7 +95,7 @@ async def test_slack_down_during_a_failure_report_it_is_delivered_exactly_once_w
         pending = [m for m in await first.outbox(run.id) if m.delivered_at is None]
         return pending if pending and pending[0].tries >= 2 else None
 
-    pending = await eventually(retried, 10, "the failure report to be tried twice", interval=0.02)
+    pending = await eventually(retried, 30, "the failure report to be tried twice", interval=0.02)
     assert "step_failed" in [m.kind for m in pending]  # waiting behind the stream's head, in order
     assert "Connect" in (pending[0].last_error or "") and pending[0].next_try_at is not None
     await stop_bot(first)  # a restart, with Slack still down
