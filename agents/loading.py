@@ -28,12 +28,12 @@ def _where(data: Any, loc: tuple[Any, ...]) -> str:
     for item in loc:
         if isinstance(item, int):
             name = node[item].get("name") if isinstance(node, list) and item < len(node) and isinstance(node[item], dict) else None
-            parts[-1:] = [f"{parts[-1] if parts else ''}[{item}]" + (f" ({name})" if name else "")]
+            parts[-1:] = [f"{parts[-1] if parts else ''}[{item}]" + (f" ({str(name)[:80]})" if name else "")]
             node = node[item] if isinstance(node, list) and item < len(node) else None
         else:
             if item in ("model", "tool", "function-after[_checkpoint()]") and parts and parts[-1].startswith("steps["):
                 continue  # union branch tags, not fields the author wrote
-            parts.append(str(item))
+            parts.append(str(item)[:80])  # a key may be a name too long to be valid
             node = node.get(item) if isinstance(node, dict) else None
     return ".".join(parts) or "(top level)"
 

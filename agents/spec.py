@@ -25,6 +25,10 @@ from agents.cron import crontab_trigger
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
 _SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_INPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Names travel in every id a chat surface carries (button values, block and form field ids, file names,
+# the run form's fields): short enough that each fits, and so two names never collide once cut.
+NAME_LENGTH = 64
 
 
 def parse_duration(value: Any) -> float:
@@ -46,14 +50,28 @@ def parse_duration(value: Any) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
+def _check_length(value: str) -> None:
+    if len(value) > NAME_LENGTH:
+        raise ValueError(f"a name has at most {NAME_LENGTH} characters (this one has {len(value)})")
+
+
 def _check_name(value: str) -> str:
+    _check_length(value)
     if not _NAME.match(value):
-        raise ValueError("use letters, digits, '-', '_' or '.'")
+        raise ValueError("use letters, digits, '-', '_' or '.', starting with a letter or digit")
     return value
 
 
-# Workflow and step names follow one rule.
+def _check_input_name(value: str) -> str:
+    _check_length(value)
+    if not _INPUT_NAME.match(value):
+        raise ValueError("use letters, digits and '_', not starting with a digit (it is written name=value and read as inputs.name)")
+    return value
+
+
+# Workflow and step names follow one rule; input names are identifiers (templates read inputs.NAME).
 Name = Annotated[str, AfterValidator(_check_name)]
+InputName = Annotated[str, AfterValidator(_check_input_name)]
 
 
 class _Frozen(BaseModel):
@@ -204,7 +222,7 @@ class WorkflowSpec(_Frozen):
     channel: str | None = None
     approvers: tuple[str, ...] = ()
     starters: tuple[str, ...] | None = None
-    inputs: dict[str, InputSpec] = {}
+    inputs: dict[InputName, InputSpec] = {}
     budget_usd: float | None = Field(None, gt=0)
     steps: tuple[Step, ...] = Field(min_length=1)
     schedule: ScheduleSpec | None = None

@@ -3,8 +3,8 @@
     /tmp/venv/bin/python bench/slack_ack.py [REQUESTS]
 
 Each request is a real signed HTTP POST to /slack/events; the time is from sending it to the ack's HTTP
-response. Half are `/overseer status` (a DB read after the ack), half `/overseer run` (a run started and
-driven against a fake model while later requests arrive).
+response. Half are `/overseer status` (a DB read after the ack), half `/overseer run` (acked once its run
+is committed, then driven against a fake model while later requests arrive).
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ async def main(count: int) -> None:
             await http.post("/slack/events", content=(r := slash_command(SECRET, text="help"))[0], headers=r[1])  # warm-up
             times: list[float] = []
             for i in range(count):
-                body, headers = slash_command(SECRET, text="run bench" if i % 2 else "status")
+                # A response_url of its own, as Slack gives every command: identical requests are replays.
+                body, headers = slash_command(SECRET, text="run bench" if i % 2 else "status", response_url=slack.response_url(f"bench-{i}"))
                 start = time.perf_counter()
                 response = await http.post("/slack/events", content=body, headers=headers)
                 times.append(time.perf_counter() - start)

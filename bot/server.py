@@ -1,13 +1,13 @@
 """`overseer serve`: one asyncio loop runs Bolt, the engine's runs, the outbox dispatcher and any extra tasks.
 
     Services          everything the bot runs, built once (tests build it with fakes' addresses)
-    create_asgi_app   the Starlette app: POST /slack/events (Bolt, signatures verified), GET /healthz,
-                      GET /runs and /runs/{id} (bot/pages, signed links);
-                      its lifespan starts and stops the Services' background tasks
+    create_asgi_app   the Starlette app: GET /healthz, GET /runs and /runs/{id} (bot/pages, signed links), and in
+                      HTTP mode POST /slack/events (bot.slack.endpoint, then Bolt); its lifespan starts and stops
+                      the Services' background tasks
     tasks             `async def task(services) -> None` factories run alongside the runner and the
                       dispatcher; serve runs the scheduler (schedules, the digest, deadlines) this way
     serve(settings)   migrations, Database, Engine, Runner, Dispatcher, Scheduler, then uvicorn (HTTP
-                      mode) or Socket Mode when SLACK_APP_TOKEN is set (/healthz is still served then)
+                      mode) or Socket Mode when SLACK_APP_TOKEN is set (only /healthz is served over HTTP then)
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import text
@@ -40,12 +39,16 @@ from bot import redaction
 from bot.pages.routes import page_routes
 from bot.settings import Settings, secrets_from_env
 from bot.slack import BotContext
-from bot.slack.app import build_app, build_client
+from bot.slack.app import build_app, build_client, socket_mode_handler
 from bot.slack.directory import Directory
 from bot.slack.dispatcher import Dispatcher, DispatcherSettings
+from bot.slack.endpoint import EventsEndpoint
 from storage import driver_queries
 from storage.db import Database, connect
 from storage.migrate import upgrade
+
+if TYPE_CHECKING:
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 log = structlog.get_logger("overseer.server")
 
@@ -66,6 +69,8 @@ class Services:
     specs: dict[str, WorkflowSpec]
     directory: Directory
     context: BotContext
+    endpoint: EventsEndpoint | None = None  # HTTP mode only: Socket Mode serves no Slack route over HTTP
+    socket: AsyncSocketModeHandler | None = None  # Socket Mode, once serve has set it up
     settings: Settings | None = None
     extra_tasks: list[TaskFactory] = field(default_factory=list)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -118,6 +123,10 @@ class Services:
             log.warning("health.database_unavailable", error=f"{type(exc).__name__}: {exc}")
             return False
 
+    async def slack_connected(self) -> bool | None:
+        """Whether the Socket Mode connection is up (None in HTTP mode, where Slack calls us)."""
+        return None if self.socket is None else await self.socket.client.is_connected()
+
 
 async def run_scheduler(services: Services) -> None:
     """A task factory running bot.scheduler (schedules, the digest, checkpoint deadlines) until cancelled."""
@@ -163,22 +172,24 @@ def build_services(
     context = BotContext(db=db, engine=engine, runner=runner, client=client, directory=directory, specs=specs,
                          command=command, kick_dispatcher=dispatcher.kick)
     app = build_app(context, signing_secret=signing_secret, socket_mode=socket_mode)
+    endpoint = None if socket_mode else EventsEndpoint(app, str(signing_secret))
     return Services(db=db, engine=engine, runner=runner, dispatcher=dispatcher, client=client, app=app, specs=specs,
-                    directory=directory, context=context, settings=settings,
+                    directory=directory, context=context, endpoint=endpoint, settings=settings,
                     extra_tasks=list(tasks or []))
 
 
 def create_asgi_app(services: Services, *, manage_tasks: bool = True) -> Starlette:
-    """POST /slack/events (slash commands, interactivity, events), GET /healthz and the run pages; the lifespan runs the tasks."""
-    handler = AsyncSlackRequestHandler(services.app)
-
-    async def events(request: Request) -> Response:
-        return await handler.handle(request)
+    """GET /healthz, the run pages and, in HTTP mode, POST /slack/events (slash commands, interactivity); the lifespan runs the tasks."""
 
     async def healthz(request: Request) -> Response:
-        if await services.healthy():
-            return JSONResponse({"status": "ok", "database": "ok", "active_runs": len(services.runner.active)})
-        return JSONResponse({"status": "unavailable", "database": "unavailable"}, status_code=503)
+        database, slack = await services.healthy(), await services.slack_connected()
+        body: dict[str, Any] = {"status": "ok" if database and slack is not False else "unavailable",
+                                "database": "ok" if database else "unavailable"}
+        if slack is not None:
+            body["slack"] = "connected" if slack else "disconnected"
+        if body["status"] == "ok":
+            return JSONResponse({**body, "active_runs": len(services.runner.active)})
+        return JSONResponse(body, status_code=503)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -190,11 +201,11 @@ def create_asgi_app(services: Services, *, manage_tasks: bool = True) -> Starlet
             if manage_tasks:
                 await services.stop()
 
-    return Starlette(
-        routes=[Route("/slack/events", events, methods=["POST"]), Route("/healthz", healthz, methods=["GET"]),
-                *page_routes(services.db, links_from(services.settings), redact=redaction.redact)],
-        lifespan=lifespan,
-    )
+    routes = [Route("/healthz", healthz, methods=["GET"]),
+              *page_routes(services.db, links_from(services.settings), redact=redaction.redact)]
+    if services.endpoint is not None:
+        routes.append(Route("/slack/events", services.endpoint.handle, methods=["POST"]))
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 async def serve(settings: Settings, *, tasks: list[TaskFactory] | None = None) -> None:
@@ -259,6 +270,9 @@ async def _serve(settings: Settings, *, tasks: list[TaskFactory]) -> None:
             dispatcher_settings=DispatcherSettings(poll_seconds=settings.poll_seconds, claim_seconds=2 * settings.lease_seconds),
             runner_poll_seconds=settings.poll_seconds, settings=settings, tasks=tasks,
         )
+        if settings.socket_mode:
+            assert settings.slack_app_token is not None
+            services.socket = await socket_mode_handler(services.app, settings.slack_app_token.get_secret_value())
         await services.warm_up()
         config = uvicorn.Config(create_asgi_app(services), host=settings.host, port=settings.port, log_level="warning",
                                 access_log=False, lifespan="on")
@@ -266,22 +280,17 @@ async def _serve(settings: Settings, *, tasks: list[TaskFactory]) -> None:
         log.info("serve.starting", mode="socket" if settings.socket_mode else "http", host=settings.host,
                  port=settings.port, workflows=sorted(specs))
         http = asyncio.create_task(server.serve(), name="overseer:http")  # /healthz also in Socket Mode
-        socket = None
         try:
-            if settings.socket_mode:
-                from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
-                assert settings.slack_app_token is not None
-                socket = AsyncSocketModeHandler(services.app, settings.slack_app_token.get_secret_value())
-                await socket.connect_async()
+            if services.socket is not None:
+                await services.socket.connect_async()  # retries until connected; /healthz says 503 meanwhile
             await asyncio.shield(http)
         finally:
             # Stopped by a signal (uvicorn ends by itself) or cancelled: shut down cleanly either way,
             # so acked work finishes and the lifespan stops the runner and the dispatcher.
             server.should_exit = True
-            if socket is not None:
+            if services.socket is not None:
                 with contextlib.suppress(Exception):
-                    await socket.close_async()
+                    await services.socket.close_async()
             with contextlib.suppress(Exception):
                 await http
     finally:

@@ -123,7 +123,8 @@ class Settings(BaseSettings):
             app = self.slack_app_token.get_secret_value() if self.slack_app_token else ""
             if not app.startswith("xapp-"):
                 raise ConfigError("SLACK_APP_TOKEN does not look like an app-level token (xapp-...)")
-        elif not (self.slack_signing_secret and self.slack_signing_secret.get_secret_value()):
+        elif not (self.slack_signing_secret and self.slack_signing_secret.get_secret_value().strip()):
+            # Without it every request would be "verified" against an empty key: anyone could forge one.
             raise ConfigError("SLACK_SIGNING_SECRET is not set (needed in HTTP mode; or set SLACK_APP_TOKEN for Socket Mode)")
 
 

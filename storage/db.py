@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
@@ -38,6 +39,15 @@ class Database:
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc`, raised by a database call, says the database cannot be reached or used right now.
+
+    asyncpg lets a refused or dropped connection through as a bare OSError (or a timeout), SQLite and
+    SQLAlchemy raise OperationalError and friends; a query's own mistake is none of these.
+    """
+    return isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, OSError, TimeoutError))
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:

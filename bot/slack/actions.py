@@ -14,7 +14,7 @@ from agents.errors import AlreadyDecided, InvalidState, UnknownRun
 from agents.spec import WorkflowSpec
 from bot.slack import blocks as bk
 from bot.slack.errors import answering
-from bot.slack.permissions import require_approver, require_operator
+from bot.slack.permissions import require_approver, require_editor, require_operator
 from storage import run_queries
 from storage.models import Run, StepRun
 from storage.status import Action, RunStatus, StepStatus
@@ -124,7 +124,7 @@ def failed_input(spec: WorkflowSpec, step_run: StepRun) -> Any:
 
 async def open_retry_edited(ctx: BotContext, click: Click) -> None:
     run, step_run, spec = await load_step(ctx, click.run_id, click.step)
-    await require_operator(ctx, run, click.user, "retry")
+    await require_editor(ctx, run, click.user)
     if run.status != RunStatus.FAILED or step_run.status != StepStatus.FAILED:
         raise InvalidState(f"run {run.id} is {run.status}; only a failed run can be retried")
     view = bk.retry_modal(run.id, click.step, spec.step(click.step).kind, failed_input(spec, step_run), click.channel or run.channel or "")

@@ -16,8 +16,8 @@ from typing import Any
 from agents.outbox import RunFinished, StepFailed
 from bot.format import decision, duration, money, readable, run_state, span, step_icon
 from bot.slack.limits import (
-    ACTION_ELEMENTS, BUTTON_TEXT, BUTTON_VALUE, CONTEXT_ELEMENTS, HEADER_TEXT, ID_LENGTH, INPUT_LENGTH, MAX_BLOCKS,
-    MAX_MODAL_BLOCKS, MESSAGE_TEXT, MODAL_TITLE, PRIVATE_METADATA, SECTION_TEXT,
+    ACTION_ELEMENTS, BLOCKS_TEXT_BUDGET, BUTTON_TEXT, BUTTON_VALUE, CONTEXT_ELEMENTS, HEADER_TEXT, ID_LENGTH, INPUT_LENGTH,
+    MAX_BLOCKS, MAX_MODAL_BLOCKS, MESSAGE_TEXT, MODAL_TITLE, PRIVATE_METADATA, SECTION_TEXT,
 )
 from bot.slack.mrkdwn import cut, cut_escaped, escape_mrkdwn
 from storage.status import FINISHED_RUN, Action, RunStatus, StepStatus
@@ -146,14 +146,33 @@ def sections(lines: Sequence[str], *, title: str = "") -> list[dict[str, Any]]:
     return blocks
 
 
-def limit_blocks(blocks: list[dict[str, Any]], maximum: int = MAX_BLOCKS) -> list[dict[str, Any]]:
-    """At most `maximum` blocks; actions blocks are kept, the cut is said in a context block."""
-    if len(blocks) <= maximum:
+def text_length(value: Any) -> int:
+    """Characters of text in blocks (every nested `text` string): what Slack's total for a message counts."""
+    if isinstance(value, list):
+        return sum(text_length(item) for item in value)
+    if not isinstance(value, dict):
+        return 0
+    return sum(len(item) if key == "text" and isinstance(item, str) else text_length(item) for key, item in value.items())
+
+
+def limit_blocks(blocks: list[dict[str, Any]], maximum: int = MAX_BLOCKS, budget: int | None = BLOCKS_TEXT_BUDGET) -> list[dict[str, Any]]:
+    """At most `maximum` blocks holding at most `budget` characters of text (None: no total, as in modals).
+
+    Blocks are kept in order while they fit (a later, smaller one may still fit after a big one is left
+    out); the last actions block is always kept, and what was left out is said in a context block.
+    """
+    if len(blocks) <= maximum and (budget is None or text_length(blocks) <= budget):
         return blocks
     tail = [b for b in blocks if b.get("type") == "actions"][-1:]
-    keep = blocks[: maximum - 1 - len(tail)]
+    room = (budget if budget is not None else float("inf")) - text_length(tail) - 100  # 100: the note itself
+    keep: list[dict[str, Any]] = []
+    for block in blocks:
+        size = text_length(block)
+        if len(keep) < maximum - 1 - len(tail) and size <= room and not any(block is t for t in tail):
+            keep.append(block)
+            room -= size
     dropped = len(blocks) - len(keep) - len(tail)
-    return [*keep, context(f"… {dropped} more blocks not shown"), *tail]
+    return [*keep, context(f"… {dropped} more blocks not shown (too long for one Slack message)"), *tail]
 
 
 def message_text(text: str) -> str:
@@ -283,30 +302,15 @@ def failure_report(run_id: str, failed: StepFailed, people: Sequence[str]) -> tu
     blocks = [section(f"{step_icon(StepStatus.FAILED)} *Step `{escape_mrkdwn(step)}` failed* ({kind}): {error}")]
     if who:
         blocks.append(section(f"{who}: this run needs a person."))
-    lines = []
-    for attempt in failed.attempts:
-        line = f"#{attempt.number} {when(attempt.at)}"
-        if attempt.model:
-            line += f" · {escape_mrkdwn(attempt.model)}"
-        if attempt.error:
-            line += f" · {escape_mrkdwn(attempt.error_type or 'error')}: {escape_mrkdwn(cut(attempt.error, 300))}"
-        else:
-            line += " · ok"
-        if attempt.backoff_s is not None:
-            line += f" · then waited {duration(attempt.backoff_s)}"
-        lines.append(line)
-    if lines:
-        blocks.extend(sections(lines, title=f"*Attempts ({len(lines)})*")[:10])
-    else:
-        blocks.append(section("*Attempts:* none (the step failed before calling anything)"))
+    lines = [_attempt_line(attempt) for attempt in failed.attempts]
     input_text, input_cut = code_block(failed.input, SECTION_TEXT - 300)
-    blocks.append(section(f"*Input*\n{input_text}"))
+    rest = [section(f"*Input*\n{input_text}")]
     raw_cut = False
     if failed.last_raw_output:
         raw_text, raw_cut = code_block(failed.last_raw_output, SECTION_TEXT - 300)
-        blocks.append(section(f"*Last raw output*\n{raw_text}"))
+        rest.append(section(f"*Last raw output*\n{raw_text}"))
     value = value_of(run_id, step)
-    blocks.append(
+    rest.append(
         actions(
             f"failure:{run_id}:{step}",
             button("Retry step", RETRY, value, style="primary"),
@@ -317,8 +321,43 @@ def failure_report(run_id: str, failed: StepFailed, people: Sequence[str]) -> tu
             }),
         )
     )
+    if lines:
+        # The attempts get whatever room the rest leaves in the message's text budget.
+        room = BLOCKS_TEXT_BUDGET - text_length(blocks) - text_length(rest) - 200
+        blocks.extend(sections(_fit_lines(lines, room, run_id), title=f"*Attempts ({len(lines)})*")[:10])
+    else:
+        blocks.append(section("*Attempts:* none (the step failed before calling anything)"))
     text = f"{who + ': ' if who else ''}step {escape_mrkdwn(step)} failed: {error}"
-    return message_text(text), limit_blocks(blocks), {"input": input_cut, "raw": raw_cut}
+    return message_text(text), limit_blocks([*blocks, *rest]), {"input": input_cut, "raw": raw_cut}
+
+
+def _attempt_line(attempt: Any) -> str:
+    line = f"#{attempt.number} {when(attempt.at)}"
+    if attempt.model:
+        line += f" · {escape_mrkdwn(attempt.model)}"
+    if attempt.error:
+        line += f" · {escape_mrkdwn(attempt.error_type or 'error')}: {escape_mrkdwn(cut(attempt.error, 300))}"
+    else:
+        line += " · ok"
+    if attempt.backoff_s is not None:
+        line += f" · then waited {duration(attempt.backoff_s)}"
+    return line
+
+
+def _fit_lines(lines: Sequence[str], room: int, run_id: str) -> list[str]:
+    """The first lines and the last one within `room` characters, with a line saying how many were left out."""
+    if sum(len(line) + 1 for line in lines) <= room:
+        return list(lines)
+    last = cut_escaped(lines[-1], max(room // 3, 200))
+    room -= len(last) + 120
+    first: list[str] = []
+    for line in lines[:-1]:
+        if len(line) + 1 > room:
+            break
+        first.append(line)
+        room -= len(line) + 1
+    left_out = len(lines) - 1 - len(first)
+    return [*first, f"_… {left_out} more attempts not shown (`overseer show {escape_mrkdwn(run_id)}` lists every one)_", last]
 
 
 def failure_plain(failed: StepFailed, people: Sequence[str]) -> str:
@@ -384,7 +423,7 @@ def modal(callback_id: str, title: str, blocks: list[dict[str, Any]], *, submit:
         "submit": plain(submit, MODAL_TITLE),
         "close": plain("Cancel", MODAL_TITLE),
         "private_metadata": private,
-        "blocks": limit_blocks(blocks, MAX_MODAL_BLOCKS),
+        "blocks": limit_blocks(blocks, MAX_MODAL_BLOCKS, budget=None),
     }
 
 

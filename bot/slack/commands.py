@@ -1,8 +1,15 @@
-"""`/overseer run|list|status|cancel|retry|digest|help`: ack at once, parse, one call into the engine, answer."""
+"""`/overseer run|list|status|cancel|retry|digest|help`: ack, parse, one call into the engine, answer.
+
+Every command is acked at once, except `run`: its run is committed first (milliseconds) and then acked,
+so a command Slack was told we took is never lost to a crash in between; within ACK_BUDGET whatever
+happens, as Slack waits 3 seconds.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +21,7 @@ from agents.inputs import parse_assignments
 from agents.spec import WorkflowSpec
 from bot.slack import blocks as bk
 from bot.slack.errors import Hinted, answering, tell
+from bot.slack.limits import COMMAND_TEXT
 from bot.slack.permissions import require_operator
 from bot.slack.starting import start_run
 from storage import run_queries
@@ -25,6 +33,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger("overseer.slack.commands")
 
 _QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
+_STARTS = ("run", "start")
+ACK_BUDGET = 2.0  # seconds a run's start may take before the ack goes out regardless
+NOT_CONFIRMED = ("Not started yet: the database is slow to answer. You will be told here once the run has started; "
+                 "if you hear nothing within a minute, it did not start.")
 
 
 def help_text(cmd: str) -> str:
@@ -48,7 +60,13 @@ class Command:
 
 
 def parse(text: str | None, cmd: str) -> Command:
-    """Split like a shell (quotes group words); Slack's smart quotes and &amp; escapes are undone first."""
+    """Split like a shell (quotes group words); Slack's smart quotes and &amp; escapes are undone first.
+
+    Text over COMMAND_TEXT characters is refused unread (splitting a megabyte held the loop for minutes).
+    """
+    if len(text or "") > COMMAND_TEXT:
+        raise Hinted(InvalidInputs(f"that command is {len(text or ''):,} characters long; at most {COMMAND_TEXT:,} are read"),
+                     f"Shorten it, or write `{cmd} run WORKFLOW` and fill in the form.")
     raw = (text or "").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").translate(_QUOTES)
     try:
         words = shlex.split(raw)
@@ -65,18 +83,48 @@ async def _answer(ctx: BotContext, body: dict[str, Any], text: str, blocks: list
                response_url=body.get("response_url"))
 
 
+def starts_a_run(text: str | None) -> bool:
+    """Whether the command looks like `run …` (cheaply: nothing is parsed before the length check)."""
+    text = text or ""
+    head = text.split(None, 1) if len(text) <= COMMAND_TEXT else []
+    return bool(head) and head[0].lower() in _STARTS
+
+
 def register(app: AsyncApp, ctx: BotContext) -> None:
     @app.command(ctx.command)
     async def on_command(ack: AsyncAck, body: dict[str, Any]) -> None:
         async with ctx.working():
-            await ack()  # first, always: the work happens after
-            await handle(ctx, body)
+            if not starts_a_run(body.get("text")):
+                await ack()  # first: the work happens after
+                await handle(ctx, body)
+                return
+            committed = asyncio.Event()
+            work = asyncio.ensure_future(handle(ctx, body, recorded=committed.set))
+            if await _settled(work, committed, ACK_BUDGET):
+                await ack()
+            else:
+                await ack(text=NOT_CONFIRMED)
+            await work
 
 
-async def handle(ctx: BotContext, body: dict[str, Any]) -> None:
+async def _settled(work: asyncio.Future[None], committed: asyncio.Event, timeout: float) -> bool:
+    """Wait until the run is committed or the work is over (refused, a form opened): False after `timeout`."""
+    waiting = asyncio.ensure_future(committed.wait())
+    try:
+        await asyncio.wait({work, waiting}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+    return committed.is_set() or work.done()
+
+
+async def handle(ctx: BotContext, body: dict[str, Any], *, recorded: Callable[[], object] | None = None) -> None:
+    """Answer one slash command; `recorded` is called once a run it starts is committed."""
     user, channel = body.get("user_id"), body.get("channel_id")
     async with answering(ctx.client, channel=channel, user=user, response_url=body.get("response_url")):
         command = parse(body.get("text"), ctx.command)
+        if command.verb in _STARTS:
+            await _run(ctx, body, command.args, recorded=recorded)
+            return
         verb = _VERBS.get(command.verb)
         if verb is None:
             raise Hinted(UserInputError(f"unknown command {command.verb!r}"), help_text(ctx.command))
@@ -99,7 +147,7 @@ def _workflow_names(ctx: BotContext) -> str:
     return ", ".join(f"`{bk.escape_mrkdwn(n)}`" for n in sorted(ctx.specs)) or "none are loaded"
 
 
-async def _run(ctx: BotContext, body: dict[str, Any], args: list[str]) -> None:
+async def _run(ctx: BotContext, body: dict[str, Any], args: list[str], *, recorded: Callable[[], object] | None = None) -> None:
     if not args:
         raise Hinted(UserInputError("which workflow?"), f"Write `{ctx.command} run WORKFLOW key=value`. Workflows: {_workflow_names(ctx)}")
     spec = ctx.specs.get(args[0])
@@ -107,7 +155,7 @@ async def _run(ctx: BotContext, body: dict[str, Any], args: list[str]) -> None:
         raise Hinted(UnknownWorkflow(f"no workflow called {args[0]!r}"), f"Workflows: {_workflow_names(ctx)}. See `{ctx.command} list`.")
     try:
         await start_run(ctx, spec, parse_assignments(args[1:]), user=str(body.get("user_id")), channel=str(body.get("channel_id")),
-                        response_url=body.get("response_url"), trigger_id=body.get("trigger_id"))
+                        response_url=body.get("response_url"), trigger_id=body.get("trigger_id"), recorded=recorded)
     except InvalidInputs as exc:
         raise Hinted(exc, _usage(ctx, spec)) from None
 
@@ -195,6 +243,6 @@ async def _digest(ctx: BotContext, body: dict[str, Any], args: list[str]) -> Non
 
 
 _VERBS = {
-    "run": _run, "start": _run, "list": _list, "ls": _list, "status": _status, "cancel": _cancel, "abort": _cancel,
+    "list": _list, "ls": _list, "status": _status, "cancel": _cancel, "abort": _cancel,
     "retry": _retry, "digest": _digest, "help": _help,
 }

@@ -18,7 +18,7 @@ from agents.errors import InvalidInputs, OverseerError, UnknownWorkflow, UserInp
 from bot.slack import blocks as bk
 from bot.slack.actions import load_step
 from bot.slack.errors import answering, inline_message
-from bot.slack.permissions import require_approver, require_operator
+from bot.slack.permissions import require_approver, require_editor
 from bot.slack.starting import start_run
 from storage.status import Action
 
@@ -149,7 +149,7 @@ async def submit_retry(ctx: BotContext, sub: Submission, answer: Answer) -> None
     kind = spec.step(step).kind
     block = "prompt" if kind == "model" else "args"
     try:
-        await require_operator(ctx, run, sub.user, "retry")
+        await require_editor(ctx, run, sub.user)
         if kind == "model":
             prompt = sub.values.get("prompt") or ""
             if not prompt.strip():

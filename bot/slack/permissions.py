@@ -1,4 +1,5 @@
-"""Who may do what on the Slack surface: start a workflow, decide a checkpoint, operate (retry, abort) a run.
+"""Who may do what on the Slack surface: start a workflow, decide a checkpoint, operate (retry, abort) a run,
+retry it with edited input.
 
 Each check either returns or records an Event (one kind per check, the person and what they tried) and
 raises NotAllowed, so a refusal is kept the same way whether it came from a command, a button or a form.
@@ -36,7 +37,7 @@ async def may_decide(directory: Directory, user: str, approvers: Iterable[str]) 
 
 
 async def may_operate(directory: Directory, user: str, run: Run) -> bool:
-    """Retry, edit-and-retry or abort a run: its starter or an approver (or anyone who may start it, without approvers)."""
+    """Retry or abort a run: its starter or an approver (or anyone who may start it, without approvers)."""
     spec = run.spec or {}
     approvers = list(spec.get("approvers") or [])
     if user == run.started_by or await directory.contains(user, approvers):
@@ -68,6 +69,16 @@ async def require_operator(ctx: BotContext, run: Run, user: str, action: str) ->
         return
     await _record(ctx, ACTION_REFUSED, run.id, user, action=action)
     raise NotAllowed(f"only the run's starter or the workflow's approvers may {action} run {run.id}")
+
+
+async def require_editor(ctx: BotContext, run: Run, user: str) -> None:
+    """Retry with edited input replaces a step's prompt or arguments: the workflow's approvers only; a refusal is recorded."""
+    approvers = list((run.spec or {}).get("approvers") or [])
+    if await may_decide(ctx.directory, user, approvers):
+        return
+    await _record(ctx, ACTION_REFUSED, run.id, user, action="retry_edited")
+    raise Hinted(NotAllowed("only the workflow's approvers may retry with edited input"),
+                 f"Approvers: {bk.mentions(approvers) or 'none'}. *Retry step* retries it as it was.")
 
 
 async def _record(ctx: BotContext, kind: str, run_id: str | None, user: str, **detail: Any) -> None:

@@ -25,7 +25,9 @@ AWAY_ERRORS = frozenset({
     "invalid_auth", "not_authed", "token_revoked", "account_inactive", "team_is_restricted",
 })
 # Slack errors about the message's content: fall back to plain text, never retry as is.
-CONTENT_ERRORS = frozenset({"invalid_blocks", "msg_too_long", "invalid_blocks_format", "invalid_attachments", "no_text"})
+CONTENT_ERRORS = frozenset({
+    "invalid_blocks", "msg_too_long", "msg_blocks_too_long", "invalid_blocks_format", "invalid_attachments", "no_text",
+})
 # The message to update is no longer there.
 GONE_ERRORS = frozenset({"message_not_found", "cant_update_message", "channel_not_found", "is_archived", "not_in_channel"})
 FALLBACK_TEXT = 3900

@@ -114,3 +114,23 @@ def test_templates_are_sandboxed_and_strict() -> None:
         render("{{ inputs.missing }}", ctx)
     with pytest.raises(Exception, match="template error"):
         render("{{ ''.__class__.__mro__ }}", ctx)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda d: d.update(name="w" * 2000), "flow.yaml: name: a name has at most 64 characters (this one has 2000)"),
+        (lambda d: d["steps"][1].update(name="s" * 2000), "steps[1] (" + "s" * 80 + ").name: a name has at most 64 characters"),
+        (lambda d: d["steps"][1].update(name="draft: the best"), "steps[1] (draft: the best).name: use letters, digits, '-', '_' or '.'"),
+        (lambda d: d["inputs"].update({"page-url": {"type": "string"}}), "inputs.page-url.[key]: use letters, digits and '_'"),
+        (lambda d: d["inputs"].update({"u" * 65: {"type": "string"}}), "inputs." + "u" * 65 + ".[key]: a name has at most 64 characters"),
+    ],
+)
+def test_names_are_short_and_plain_so_every_id_that_carries_them_fits(mutate: Any, expected: str) -> None:
+    """A 2,000-character step name made its checkpoint unpostable: names are limited, with a clear message."""
+    data = example()
+    mutate(data)
+    found = problems(data)
+    assert any(expected in line for line in found), found
+    assert all(len(line) < 400 for line in found)  # the message does not repeat the whole name
+

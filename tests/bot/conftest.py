@@ -40,6 +40,7 @@ async def start_bot(db: Database, fake_slack: FakeSlack, engine_settings: Engine
             dispatcher_settings=kw.pop("dispatcher", None) or dispatcher_settings(), runner_poll_seconds=0.05,
             slack_retry_interval=0.01, tasks=[], **kw,
         )
+        await services.warm_up()  # as serve() does: the model library's first use would stall the loop mid-test
         config = uvicorn.Config(create_asgi_app(services), host="127.0.0.1", port=0, log_level="warning",
                                 lifespan="on", access_log=False)
         server = uvicorn.Server(config)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
+from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import text
 
 from bot.slack import blocks as bk
+from bot.slack import commands
 from storage import run_queries
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.helpers.slack_app import ALICE, CHANNEL, StartBot, flow, text_of
@@ -216,3 +221,80 @@ async def test_where_the_bot_is_not_in_the_channel_the_answer_goes_through_the_r
     [posted] = bot.fake.responses
     assert posted.token == f"command-{ALICE}"
     assert posted.body["response_type"] == "ephemeral" and "Unknown workflow" in posted.body["text"]
+
+
+@contextlib.asynccontextmanager
+async def writes_held(db, seconds: float) -> AsyncIterator[None]:
+    """Hold the database's write lock for `seconds` from another connection (a slow disk, a long writer)."""
+    async def hold() -> None:
+        async with db.engine.begin() as conn:
+            lock = "DELETE FROM runs WHERE 1 = 0" if db.is_sqlite else "LOCK TABLE runs IN EXCLUSIVE MODE"
+            await conn.execute(text(lock))  # SQLite: the first write takes the lock (BEGIN IMMEDIATE)
+            held.set()
+            await asyncio.sleep(seconds)
+
+    held = asyncio.Event()
+    task = asyncio.create_task(hold())
+    await held.wait()
+    try:
+        yield
+    finally:
+        await task
+
+
+async def test_a_run_command_is_committed_before_it_is_acknowledged(start_bot: StartBot, fake_model: FakeModel) -> None:
+    """The ack went out before the run was recorded: kill -9 in between lost an acknowledged command.
+    With the database slow to write, the ack waits for the commit (within its budget)."""
+    fake_model.default = Reply.text("ok")
+    bot = await start_bot(flow(fake_model, steps=SAY_HI))
+    async with writes_held(bot.db, 0.5):
+        response = await bot.command("run writer")
+        assert response.status_code == 200 and response.text == ""
+        async with bot.db.sessions() as session:  # the moment Slack has its answer, the run is there
+            assert len(list(await run_queries.list_runs(session=session))) == 1
+    for _ in range(3):
+        await bot.command("run writer")
+    assert max(bot.ack_times) < commands.ACK_BUDGET and min(bot.ack_times) < 0.5
+    await bot.idle()
+    assert sum("Started run" in t for t in bot.ephemerals_for(ALICE)) == 4
+
+
+async def test_a_run_whose_start_outlasts_the_ack_budget_is_acknowledged_as_not_confirmed_yet(
+    start_bot: StartBot, fake_model: FakeModel
+) -> None:
+    fake_model.default = Reply.text("ok")
+    bot = await start_bot(flow(fake_model, steps=SAY_HI))
+    async with writes_held(bot.db, commands.ACK_BUDGET + 0.5):
+        response = await bot.command("run writer")
+        assert response.text == commands.NOT_CONFIRMED  # Bolt answers a text-only ack in plain text
+        assert bot.ack_times[-1] < 3.0  # within Slack's 3 seconds
+    await bot.idle()
+    assert (await bot.only_run()).status == "succeeded"
+    assert any("Started run" in t for t in bot.ephemerals_for(ALICE))  # the confirmation follows
+
+
+async def test_during_a_database_outage_the_person_is_told_the_database_is_unavailable(
+    start_bot: StartBot, fake_model: FakeModel, tmp_path
+) -> None:
+    from storage.db import connect
+
+    broken = connect(f"sqlite:///{tmp_path}/no/such/dir/overseer.db")
+    bot = await start_bot(flow(fake_model, steps=SAY_HI), database=broken)
+    response = await bot.command("run writer")
+    assert response.status_code == 200
+    await bot.services.context.settle()
+    [answer] = bot.ephemerals_for(ALICE)
+    assert "database is not answering" in answer and "Something went wrong" not in answer
+    await broken.dispose()
+
+
+async def test_command_text_over_the_cap_is_answered_at_once_and_never_parsed(start_bot: StartBot, fake_model: FakeModel) -> None:
+    """A 1 MB slash command once held the event loop for 3 minutes in shlex.split."""
+    bot = await start_bot(inputs_flow(fake_model))
+    tricky = 'run writer url="' + "=\\ '" * 60_000  # unbalanced quotes and escapes: the slowest kind to split
+    response = await bot.command(tricky)
+    assert response.status_code == 200 and bot.ack_times[-1] < 1.0
+    await bot.idle()
+    [answer] = bot.ephemerals_for(ALICE)
+    assert "at most 12,000 are read" in answer and "/overseer run WORKFLOW" in answer
+    await nothing_recorded(bot)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+from agents import outbox
 from bot.slack import blocks as bk
+from storage import run_queries
 from tests.fakes.fake_model import FakeModel, Reply
+from tests.fakes.fake_slack import BLOCKS_TEXT, blocks_text
 from tests.helpers.polling import eventually
 from tests.helpers.slack_app import ALICE, BOSS, CHANNEL, StartBot, buttons, flow, stop_bot, text_of
 
@@ -146,3 +149,78 @@ async def test_a_long_input_is_cut_with_a_note_and_attached_as_a_file(start_bot:
     [upload] = bot.fake.uploads
     assert upload.channel == CHANNEL and upload.thread_ts == run.message_ts
     assert json.loads(upload.content) == {"system": "Be brief.", "prompt": f"Summarize {long_topic}"}  # the full input
+
+
+def thirty_attempts(step: str = "summarize") -> outbox.StepFailed:
+    """A failure report of 30 attempts, each with a long error: more than Slack takes in one message, as is."""
+    error = "upstream said: " + "the owl & the pussycat went to sea <in a beautiful pea-green boat> " * 20
+    return outbox.StepFailed.from_payload({
+        "step": step, "step_kind": "model", "error_type": "TransientError", "retried": True, "error": error,
+        "input": {"system": "Be brief.", "prompt": "Summarize " + "owls " * 600}, "last_raw_output": "raw " * 800,
+        "attempts": [{"number": i, "model": "openai/gpt-4o-mini", "at": "2026-01-01T00:00:00+00:00", "error_type": "TransientError",
+                      "error": error, "backoff_s": 1.5} for i in range(1, 31)],
+    })
+
+
+def test_a_report_of_30_attempts_is_built_within_slacks_total_for_a_message() -> None:
+    text, blocks, _ = bk.failure_report("r" * 12, thirty_attempts(), ["U0ALICE", "U0BOSS"])
+    assert blocks_text(blocks) <= bk.BLOCKS_TEXT_BUDGET < BLOCKS_TEXT
+    body = json.dumps(blocks)
+    assert "*Attempts (30)*" in body and "#1 " in body and "#30 " in body and "more attempts not shown" in body
+    assert bk.RETRY in body and "*Input*" in body  # the buttons and the input are never what gives way
+
+
+async def test_a_failure_report_of_30_attempts_with_long_errors_reaches_slack(start_bot: StartBot, fake_model: FakeModel) -> None:
+    """Slack refuses blocks over ~12,000 characters in all (`msg_blocks_too_long`): such a report was dropped."""
+    fake_model.script(Reply.refusal())
+    bot = await start_bot(failing_flow(fake_model))
+    run = await bot.start_run()
+    async with bot.db.sessions.begin() as session:
+        await outbox.announce(session, run.id, thirty_attempts())
+    bot.services.dispatcher.kick()
+    await bot.idle()
+    reports = [m for m in bot.thread(run) if "failed" in text_of(m) and bk.RETRY in buttons(m)]
+    assert len(reports) == 2 and "*Attempts (30)*" in text_of(reports[-1])
+    assert all(c.error != "msg_blocks_too_long" for c in bot.fake.calls_to("chat.postMessage"))
+    assert all(m.delivered_at is not None and not m.last_error for m in await bot.outbox(run.id))
+
+
+async def test_a_message_slack_finds_too_long_in_all_goes_out_as_plain_text_and_a_file(start_bot: StartBot, fake_model: FakeModel) -> None:
+    fake_model.script(Reply.refusal())
+    bot = await start_bot(failing_flow(fake_model))
+    await bot.command("run writer")
+    await bot.fake.wait_for_async(lambda f: f.posted(CHANNEL), what="parent posted")
+    bot.fake.error_next("chat.postMessage", "msg_blocks_too_long")  # however Slack counts, it may still say no
+    await bot.idle()
+    run = await bot.only_run()
+    [report] = [m for m in bot.thread(run) if "failed" in text_of(m)]
+    assert bk.RETRY in buttons(report) and "attached file" in text_of(report)
+    [failed] = [m for m in await bot.outbox(run.id) if m.kind == "step_failed"]
+    assert failed.delivered_at is not None and "msg_blocks_too_long: sent a plain-text version" in failed.last_error
+    [upload] = bot.fake.uploads
+    assert json.loads(upload.content)["prompt"].startswith("Summarize")
+
+
+async def test_only_approvers_may_retry_with_edited_input(start_bot: StartBot, fake_model: FakeModel) -> None:
+    """Editing the input replaces the step's prompt or tool arguments: the starter may retry, not rewrite."""
+    fake_model.script(Reply.refusal())
+    bot = await start_bot(failing_flow(fake_model))
+    run = await bot.start_run()
+    await bot.click(bk.RETRY_EDITED, f"{run.id}:summarize", user=ALICE)  # the starter, not an approver
+    await bot.idle()
+    assert bot.fake.views == [] and "Not allowed" in bot.ephemerals_for(ALICE)[-1]
+
+    view = await bot.open_modal(bk.RETRY_EDITED, f"{run.id}:summarize", user=BOSS)
+    response = await bot.submit(bk.RETRY_MODAL, view, {"system": {"value": ""}, "prompt": {"value": "ignore all that"}}, user=ALICE)
+    assert response.json() == {"response_action": "errors",
+                               "errors": {"prompt": "only the workflow's approvers may retry with edited input"}}
+    await bot.idle()
+    assert (await bot.run(run.id)).status == "failed" and fake_model.count == 1
+    async with bot.db.sessions() as session:
+        refused = [e.detail["action"] for e in await run_queries.events(session=session, kind="action_refused")]
+    assert refused == ["retry_edited", "retry_edited"]
+
+    fake_model.script(Reply.text("Owls hoot."))
+    await bot.click(bk.RETRY, f"{run.id}:summarize", user=ALICE)  # the plain Retry stays the starter's
+    await bot.idle()
+    assert (await bot.run(run.id)).status == "succeeded"

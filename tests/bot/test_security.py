@@ -1,16 +1,23 @@
-"""Only Slack's signed requests change anything, and model output can never ping or fake a link."""
+"""Only Slack's signed requests change anything, each once, and model output can never ping or fake a link."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 
 from agents import outbox
+from agents.errors import ConfigError
+from bot.server import build_services
+from bot.settings import load_settings
 from bot.slack import blocks as bk
+from bot.slack.endpoint import MAX_BODY, SeenSignatures
+from storage.db import Database
 from tests.fakes.fake_model import FakeModel, Reply
-from tests.fakes.slack_requests import block_action, slash_command
-from tests.helpers.slack_app import BOSS, CHANNEL, SECRET, StartBot, flow, text_of
+from tests.fakes.fake_slack import FakeSlack
+from tests.fakes.slack_requests import block_action, sign, slash_command
+from tests.helpers.slack_app import BOSS, CHANNEL, SECRET, TOKEN, Bot, StartBot, flow, text_of
 
 
 @pytest.mark.parametrize(
@@ -108,3 +115,118 @@ def test_block_builders_respect_slacks_limits_by_construction() -> None:
     assert view_problems(bk.edit_modal("r", "s", huge, "C1", "text")) == []
     assert view_problems(bk.retry_modal("r", "s", "model", {"prompt": huge, "system": huge}, "C1")) == []
     assert bk.cut_escaped(bk.escape_mrkdwn("a" * 9 + "&"), 12) in ("aaaaaaaaa…", "aaaaaaaaa&amp;")
+
+
+def test_the_longest_names_allowed_fit_every_id_slack_carries() -> None:
+    from agents.loading import parse_spec
+    from tests.fakes.fake_slack import blocks_problems, view_problems
+
+    spec = parse_spec({"name": "w" * 64, "approvers": ["U0BOSS"], "inputs": {"i" * 64: {"type": "string", "required": True}},
+                       "steps": [{"name": "s" * 64, "model": "m", "prompt": "p", "checkpoint": True}]}, "flow.yaml")
+    run_id = "r" * 12
+    _, blocks, _ = bk.checkpoint_message(run_id, "s" * 64, "out", ["U0BOSS"])
+    assert blocks_problems(blocks, 50) == []
+    assert view_problems(bk.run_modal(spec, {}, "C0123456789")) == []
+    assert view_problems(bk.retry_modal(run_id, "s" * 64, "model", {"prompt": "p"}, "C0123456789")) == []
+
+
+# --- the doors: Socket Mode, body size, malformed and replayed requests ----------------------------
+
+
+async def test_in_socket_mode_no_slack_route_is_served_over_http(start_bot: StartBot, fake_model: FakeModel) -> None:
+    """Socket Mode once kept POST /slack/events open, verified with a secret written in the source."""
+    bot = await start_bot(flow(fake_model), socket_mode=True)
+    for secret in (SECRET, "socket-mode"):
+        response = await bot.post(*slash_command(secret, text="run writer"))
+        assert response.status_code == 404
+    assert (await bot.http.get("/healthz")).status_code == 200
+    await bot.idle()
+    assert await bot.outbox() == [] and bot.fake.ephemerals == [] and fake_model.count == 0
+
+
+@pytest.mark.parametrize("secret", [None, "", "   "])
+async def test_http_mode_refuses_to_start_without_a_signing_secret(db: Database, fake_slack: FakeSlack, secret: str | None) -> None:
+    """An empty secret would make every forged request "verified": no HTTP app is built without one."""
+    with pytest.raises(ConfigError, match="SLACK_SIGNING_SECRET is not set"):
+        build_services(db=db, specs={}, bot_token=TOKEN, signing_secret=secret, slack_api_url=fake_slack.api_url)
+    settings = load_settings(slack_bot_token=TOKEN, slack_signing_secret=secret)
+    with pytest.raises(ConfigError) as info:
+        settings.require_slack()
+    assert "SLACK_SIGNING_SECRET is not set" in str(info.value) and "\n" not in str(info.value)
+
+
+async def _raw(bot: Bot, head: str, *parts: bytes) -> str:
+    """Send a request byte by byte as given (no client fixing it up); the status line of the answer."""
+    port = bot.server.servers[0].sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head.replace("\n", "\r\n").encode())
+        for part in parts:
+            writer.write(part)
+        return (await asyncio.wait_for(reader.readline(), 10)).decode()
+    finally:
+        writer.close()
+
+
+async def test_a_body_over_the_cap_is_refused_before_it_is_read(start_bot: StartBot, fake_model: FakeModel) -> None:
+    """A 150 MB body said to come is refused after its first kilobyte; a chunked one once past 1 MB."""
+    bot = await start_bot(flow(fake_model))
+    head = "POST /slack/events HTTP/1.1\nHost: overseer\nContent-Type: application/x-www-form-urlencoded\n"
+    status = await _raw(bot, head + "Content-Length: 150000000\n\n", b"text=" + b"a" * 1000)
+    assert status.startswith("HTTP/1.1 413")
+    chunk = b"a" * 65536
+    chunks = [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * (MAX_BODY // len(chunk) + 2)  # never finished
+    status = await _raw(bot, head + "Transfer-Encoding: chunked\n\n", *chunks)
+    assert status.startswith("HTTP/1.1 413")
+    await bot.idle()
+    assert await bot.outbox() == [] and bot.fake.ephemerals == []
+    # Under the cap the request is Slack's to make; that much command text is still refused, unread.
+    body, headers = slash_command(SECRET, text="run writer topic=" + "a" * (MAX_BODY // 2), response_url=bot.fake.response_url("big"))
+    assert (await bot.post(body, headers)).status_code == 200
+    await bot.idle()
+    [answer] = [e["text"] for e in bot.fake.ephemerals]
+    assert "500,017 characters long; at most 12,000 are read" in answer
+    assert await bot.outbox() == []
+
+
+@pytest.mark.parametrize("timestamp", ["soon", "", "1e9", "-5", "٣٤".encode(), "9" * 5000])
+async def test_a_malformed_timestamp_gets_401_not_a_traceback(start_bot: StartBot, fake_model: FakeModel, timestamp: str | bytes) -> None:
+    bot = await start_bot(flow(fake_model))
+    body, headers = slash_command(SECRET, text="run writer")
+    response = await bot.post(body, {**headers, "X-Slack-Request-Timestamp": timestamp})
+    assert response.status_code == 401 and response.json() == {"error": "invalid request"}
+    await bot.idle()
+    assert await bot.outbox() == [] and fake_model.count == 0
+
+
+async def test_a_body_that_is_not_utf8_gets_401_not_a_traceback(start_bot: StartBot, fake_model: FakeModel) -> None:
+    bot = await start_bot(flow(fake_model))
+    headers = sign(SECRET, "text=run+writer")
+    response = await bot.http.post("/slack/events", content=b"text=run+writer\xff\xfe", headers=headers)
+    assert response.status_code == 401 and response.json() == {"error": "invalid request"}
+
+
+async def test_a_signed_request_replayed_within_the_window_does_not_start_a_second_run(
+    start_bot: StartBot, fake_model: FakeModel
+) -> None:
+    fake_model.default = Reply.text("draft")
+    bot = await start_bot(flow(fake_model))
+    body, headers = slash_command(SECRET, text="run writer", response_url=bot.fake.response_url("once"))
+    assert (await bot.post(body, headers)).status_code == 200
+    replays = await asyncio.gather(*(bot.post(body, headers) for _ in range(5)))
+    assert {r.status_code for r in replays} == {401}
+    await bot.idle()
+    await bot.only_run()  # one run, not six
+    response = await bot.post(*slash_command(SECRET, text="run writer", response_url=bot.fake.response_url("again")))
+    assert response.status_code == 200  # a new request from Slack is still welcome
+
+
+def test_signatures_are_remembered_within_the_window_only_and_in_bounded_memory() -> None:
+    now = [1_000_000.0]
+    seen = SeenSignatures(capacity=100, clock=lambda: now[0])
+    assert seen.first_sighting("v0=a", 1_000_000) and not seen.first_sighting("v0=a", 1_000_000)
+    now[0] += 301  # the timestamp left the window: Bolt refuses the request as stale from now on
+    assert seen.first_sighting("v0=b", int(now[0])) and len(seen) == 1
+    for i in range(1000):
+        seen.first_sighting(f"v0={i}", int(now[0]))
+    assert len(seen) <= 100

@@ -1,10 +1,12 @@
-"""The HTTP surface: /healthz tells whether the database answers; acks come back fast even with work in flight."""
+"""The HTTP surface: /healthz tells whether the database (and in Socket Mode, Slack) answers; acks come back fast
+even with work in flight; a Slack token Slack refuses stops the start at once."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import statistics
+import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +19,7 @@ from tests.fakes.fake_slack import FakeSlack
 from tests.fakes.slack_requests import slash_command
 from tests.helpers.polling import eventually
 from tests.helpers.network import answers_healthz, free_port
+from tests.helpers.processes import overseer_env, spawn_overseer
 from tests.helpers.slack_app import SECRET, TOKEN, StartBot, flow
 
 
@@ -76,3 +79,47 @@ async def test_serve_migrates_loads_the_workflows_and_answers_signed_commands(db
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def test_a_refused_app_token_stops_serve_at_once_with_one_line(db_url: str, tmp_path: Path, fake_slack: FakeSlack) -> None:
+    """Socket Mode with a bad app token used to retry every 10 s for ever while /healthz said ok."""
+    (tmp_path / "wf").mkdir()
+    fake_slack.error_next("apps.connections.open", "invalid_auth")
+    env = overseer_env(SLACK_BOT_TOKEN=TOKEN, SLACK_APP_TOKEN="xapp-1-A0TEST-revoked", SLACK_API_URL=fake_slack.api_url,
+                       DATABASE_URL=db_url, OVERSEER_WORKFLOWS=str(tmp_path / "wf"), OVERSEER_HOST="127.0.0.1", PORT=str(free_port()))
+    started = time.monotonic()
+    proc = await spawn_overseer(env, "serve", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2, err
+    assert err.decode().strip().splitlines() == ["overseer: SLACK_APP_TOKEN: Slack refused it (invalid_auth); "
+                                                 "use an app-level token with connections:write"]
+    assert [c.method for c in fake_slack.calls] == ["apps.connections.open"]  # asked once, not again every 10 s
+    print(f"\nbad app token: serve stopped after {time.monotonic() - started:.1f}s (interpreter start included)")
+
+
+async def test_in_socket_mode_health_says_503_until_slack_is_connected_and_no_slack_route_is_open(
+    db_url: str, tmp_path: Path, fake_slack: FakeSlack
+) -> None:
+    """The fake grants a WebSocket URL that nothing answers: the client keeps trying, and /healthz says so."""
+    (tmp_path / "wf").mkdir()
+    port = free_port()
+    settings = load_settings(slack_bot_token=TOKEN, slack_app_token="xapp-1-A0TEST-fine", slack_api_url=fake_slack.api_url,
+                             database_url=db_url, workflows=tmp_path / "wf", host="127.0.0.1", port=port, poll_seconds=0.05)
+    task = asyncio.create_task(serve(settings, tasks=[]))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            async def health() -> httpx.Response | None:
+                with contextlib.suppress(httpx.HTTPError):
+                    return await http.get("/healthz", timeout=1)
+                return None
+
+            response = await eventually(health, 20, "overseer serve to answer /healthz")
+            assert response.status_code == 503
+            assert response.json() == {"status": "unavailable", "database": "ok", "slack": "disconnected"}
+            body, headers = slash_command(SECRET, text="run writer")
+            assert (await http.post("/slack/events", content=body, headers=headers)).status_code == 404
+        assert fake_slack.calls_to("apps.connections.open")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

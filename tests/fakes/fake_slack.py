@@ -182,6 +182,24 @@ def _failure(error: str, problems: list[str] | None = None) -> Answer:
     return answer
 
 
+# Slack's undocumented total for the text of a message's blocks (bolt-js issues 2509, 2867).
+BLOCKS_TEXT = 12000
+
+
+def blocks_text(node: Any) -> int:
+    """Characters in every `text` string anywhere in `node`, as Slack totals a message's blocks."""
+    stack, total = [node], 0
+    while stack:
+        item = stack.pop()
+        children = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
+        for key, child in children:
+            if key == "text" and isinstance(child, str):
+                total += len(child)
+            else:
+                stack.append(child)
+    return total
+
+
 def message_problem(args: Args, *, require_content: bool = True) -> Answer | None:
     """The error Slack gives for a message's text/blocks/link_names, or None if it is fine."""
     if _truthy(args.get("link_names")) or args.get("parse") == "full":
@@ -195,6 +213,8 @@ def message_problem(args: Args, *, require_content: bool = True) -> Answer | Non
         problems = blocks_problems(blocks, 50)
         if problems:
             return _failure("invalid_blocks", problems)
+        if blocks_text(blocks) > BLOCKS_TEXT:
+            return _failure("msg_blocks_too_long")  # Slack says no more than that
     return None
 
 
@@ -298,6 +318,7 @@ class FakeSlack(LoopbackServer):
         self.usergroups: dict[str, list[str]] = {}
         # Extra fields merged into users.info answers, e.g. {"U0ALICE": {"tz": "Europe/Paris"}}.
         self.users: dict[str, dict[str, Any]] = {}
+        self._urls = itertools.count(1)
         self._clear()
 
     def _clear(self) -> None:
@@ -321,8 +342,9 @@ class FakeSlack(LoopbackServer):
         return f"http://127.0.0.1:{self.port}/api/"
 
     def response_url(self, token: str) -> str:
-        """A fake `response_url`; posts to it land in `responses`."""
-        return f"http://127.0.0.1:{self.port}/response/{token}"
+        """A fake `response_url`, unique per call like Slack's (so two requests never match); posts to it land
+        in `responses` under `token`."""
+        return f"http://127.0.0.1:{self.port}/response/{token}?request={next(self._urls)}"
 
     # --- failure injection ---
 
@@ -651,6 +673,10 @@ class FakeSlack(LoopbackServer):
             },
         }
 
+    def _connections_open(self, args: Args) -> Answer:
+        # A WebSocket URL nothing answers on (the fake speaks no WebSocket): the client keeps trying.
+        return {"ok": True, "url": f"ws://127.0.0.1:{self.port}/link/?ticket=fake"}
+
     def _get_upload_url(self, args: Args) -> Answer:
         filename, length = args.get("filename"), args.get("length")
         if not filename or length in (None, ""):
@@ -680,18 +706,19 @@ class FakeSlack(LoopbackServer):
 
 
 def _auth_error(call: Call) -> str | None:
-    """Slack's answer to a missing or non-bot token."""
+    """Slack's answer to a missing token, or one of the wrong kind (app-level for Socket Mode, bot for the rest)."""
     header = call.headers.get("Authorization") or call.headers.get("authorization") or ""
     token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else call.args.get("token")
     if not token:
         return "not_authed"
-    if not str(token).startswith("xoxb-"):
+    if not str(token).startswith("xapp-" if call.method == "apps.connections.open" else "xoxb-"):
         return "invalid_auth"
     return None
 
 
 _METHODS: dict[str, Callable[[FakeSlack, Args], Answer]] = {
     "auth.test": FakeSlack._auth_test,
+    "apps.connections.open": FakeSlack._connections_open,
     "chat.postMessage": FakeSlack._post_message,
     "chat.update": FakeSlack._update,
     "chat.postEphemeral": FakeSlack._post_ephemeral,

@@ -117,6 +117,18 @@ async def test_slack_enforces_block_limits(slack: FakeSlack) -> None:
 
 
 @pytest.mark.asyncio
+async def test_slack_refuses_blocks_over_12000_characters_in_all(slack: FakeSlack) -> None:
+    """Each section within its 3,000, five of them too many in all, as Slack answers (bolt-js issues 2509, 2867)."""
+    client = AsyncWebClient(token="xoxb-test", base_url=slack.api_url)
+    section = {"type": "section", "text": {"type": "mrkdwn", "text": "x" * 2500}}
+    await client.chat_postMessage(channel="C1", text="fits", blocks=[section] * 4)
+    with pytest.raises(SlackApiError) as caught:
+        await client.chat_postMessage(channel="C1", text="too long in all", blocks=[section] * 5)
+    assert caught.value.response["error"] == "msg_blocks_too_long"
+    assert len(slack.posted()) == 1
+
+
+@pytest.mark.asyncio
 async def test_slack_files_upload_v2_end_to_end(slack: FakeSlack) -> None:
     client = AsyncWebClient(token="xoxb-test", base_url=slack.api_url)
 
