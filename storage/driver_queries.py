@@ -55,7 +55,7 @@ async def lease_owners(*, session: AsyncSession) -> list[str]:
 
 
 async def release_leases(*, session: AsyncSession, owner: str) -> int:
-    """Free the leases of a process known to be dead, so its runs need not wait for them to lapse."""
+    """Free the leases of a process known to be dead (or stopping), so its runs need not wait for them to lapse."""
     result = await session.execute(
         update(Run).where(Run.lease_owner == owner).values(lease_owner=None, lease_expires_at=None)
         .execution_options(synchronize_session=False)
