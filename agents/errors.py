@@ -126,6 +126,12 @@ class ContentRefused(PermanentError):
     code = "content_refused"
 
 
+class MissingCredentials(PermanentError):
+    """The model's API key is not set, or the provider refused it: the message names the variable."""
+
+    code = "missing_credentials"
+
+
 class BudgetExceeded(PermanentError):
     code = "budget_exceeded"
 

@@ -76,6 +76,12 @@ class Lease:
         async with self.db.sessions.begin() as session:
             await self.write(session, run_id, writes)
 
+    async def release_all(self) -> int:
+        """Give up every lease this process holds (a clean stop): its runs go on elsewhere, or at the next
+        start, at once rather than when the leases lapse. How many."""
+        async with self.db.sessions.begin() as session:
+            return await driver_queries.hand_back_all(session=session, owner=self.owner)
+
     async def heartbeat(self, run_id: str, task: asyncio.Task[Any] | None) -> bool:
         """Renew the lease every third of its length; cancel `task` and return False once it is lost."""
         interval = max(self.seconds / 3, 0.05)

@@ -5,12 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from agents.errors import CallTimeout, ContentRefused, PermanentError, RateLimited, StepError, TransientError
+from agents.errors import (
+    CallTimeout,
+    ContentRefused,
+    MissingCredentials,
+    PermanentError,
+    RateLimited,
+    StepError,
+    TransientError,
+)
+
+# How a missing key is reported (OpenAI's SDK says so in what litellm turns into a 500; others in a 401).
+_NO_KEY = re.compile(r"missing credentials|missing [\w ]*api[ _]key|api_key client option must be set", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -61,13 +73,56 @@ def _retry_after(exc: Exception) -> float | None:
         return None
 
 
-def classify(exc: Exception) -> StepError:
-    """A litellm or transport exception as a typed StepError: transient ones are worth a retry."""
+def missing_keys(model: str, *, api_key: str | None = None, api_base: str | None = None) -> list[str]:
+    """The environment variables litellm wants for `model` and does not find (litellm.validate_environment)."""
+    try:
+        found = _litellm().validate_environment(model=model, api_key=api_key, api_base=api_base)
+    except Exception:  # noqa: BLE001 - a model litellm cannot place: nothing to name
+        return []
+    return [str(key) for key in found.get("missing_keys") or []]
+
+
+@dataclass(frozen=True)
+class _Key:
+    """Where a call's API key came from, for naming it when it is missing or refused."""
+
+    env: str | None = None  # the step's api_key_env
+    given: bool = False  # whether that variable held a key (else litellm looked up the provider's own)
+    api_base: str | None = None
+
+
+def _credentials_error(lite: Any, exc: Exception, message: str, *, model: str | None, key: _Key) -> MissingCredentials | None:
+    """A missing or refused API key, named: the step's api_key_env, or the provider's variables."""
+    missing = bool(_NO_KEY.search(str(exc)))
+    if not missing and not (isinstance(exc, lite.AuthenticationError) or getattr(exc, "status_code", None) == 401):
+        return None
+    what = model or "the model"
+    if key.env and not key.given:
+        refused = "" if missing else f"; the provider's own key was refused: {message}"
+        return MissingCredentials(f"{key.env} (the step's api_key_env) is not set: no API key for {what}{refused}")
+    if key.env:
+        return MissingCredentials(f"{what} refused the API key in {key.env} (the step's api_key_env): {message}")
+    names = missing_keys(model, api_base=key.api_base) if model and missing else []
+    if names:
+        return MissingCredentials(f"{' and '.join(names)} {'is' if len(names) == 1 else 'are'} not set: no API key for {what}")
+    if missing:
+        return MissingCredentials(f"no API key for {what}: {message}")
+    return MissingCredentials(f"{what} refused its API key (the provider's variable; or name one with api_key_env): {message}")
+
+
+def classify(exc: Exception, *, model: str | None = None, key: _Key | None = None) -> StepError:
+    """A litellm or transport exception as a typed StepError: transient ones are worth a retry.
+
+    A missing or refused key is never transient (MissingCredentials names the variable to set).
+    """
     if isinstance(exc, StepError):
         return exc
     lite = _litellm()
     name = type(exc).__name__
     message = f"{name}: {str(exc)[:500]}"
+    credentials = _credentials_error(lite, exc, message, model=model, key=key or _Key())
+    if credentials is not None:
+        return credentials
     if isinstance(exc, (lite.Timeout, TimeoutError)):
         return CallTimeout(message)
     # Newer litellm releases raise a plain BadRequestError that keeps the provider's code.
@@ -112,10 +167,14 @@ async def complete(
     timeout: float,
     api_base: str | None = None,
     api_key: str | None = None,
+    key_env: str | None = None,
     temperature: float | None = None,
     max_tokens: int | None = None,
 ) -> ModelResult:
-    """One chat completion, with litellm's and the SDK's own retries off: our retry loop counts."""
+    """One chat completion, with litellm's and the SDK's own retries off: our retry loop counts.
+
+    `key_env` names where `api_key` came from (the step's api_key_env), for the error when it is missing.
+    """
     lite = _litellm()
     kwargs: dict[str, Any] = {"num_retries": 0, "max_retries": 0, "timeout": timeout}
     for key, value in (("api_base", api_base), ("api_key", api_key), ("temperature", temperature), ("max_tokens", max_tokens)):
@@ -125,7 +184,7 @@ async def complete(
     try:
         response = await lite.acompletion(model=model, messages=messages, **kwargs)
     except Exception as exc:  # noqa: BLE001 - every failure is sorted into a typed StepError
-        raise classify(exc) from exc
+        raise classify(exc, model=model, key=_Key(key_env, api_key is not None, api_base)) from exc
     latency = (time.perf_counter() - started) * 1000
     try:
         content = response.choices[0].message.content or ""

@@ -186,11 +186,28 @@ class DigestReady(Announcement):
         return cls(channel=str(payload.get("channel") or ""), report=report)
 
 
+@dataclass(frozen=True)
+class StartConfirmed(Announcement):
+    """The private "your run started" for whoever started it from chat: delivered, and retried while
+    chat is away, like every announcement (written in the run's own transaction, in a stream of its own)."""
+
+    kind: ClassVar[str] = "start_confirmed"
+    user: str
+    workflow: str
+    channel: str | None = None  # where they asked
+    follow_in: str | None = None  # where the run is announced
+    reply_url: str | None = None  # the request's own reply address, for where the bot may not post
+
+    def stream(self, run_id: str) -> str:
+        """Its stream: not behind the run's announcements."""
+        return f"confirm:{run_id}"
+
+
 KINDS: dict[str, type[Announcement]] = {
     cls.kind: cls
     for cls in (
         RunStarted, StepStarted, AttemptFailed, StepSucceeded, CheckpointWaiting, CheckpointDecided,
-        CheckpointReminder, CheckpointEscalated, StepFailed, RunRetried, RunFinished, DigestReady,
+        CheckpointReminder, CheckpointEscalated, StepFailed, RunRetried, RunFinished, DigestReady, StartConfirmed,
     )
 }
 # Kinds that only move the run's parent message (a surface may coalesce consecutive ones).

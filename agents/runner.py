@@ -64,7 +64,7 @@ class Runner:
             ids = await driver_queries.runnable_run_ids(session=session, now=self.engine.clock(), limit=room + len(self._tasks))
         started = []
         for run_id in ids:
-            if run_id in self._tasks or self.slots.free <= 0:
+            if self._stopping or run_id in self._tasks or self.slots.free <= 0:
                 continue
             task = asyncio.create_task(self._drive(run_id), name=f"run:{run_id}")
             self.slots.take(task)
@@ -92,10 +92,14 @@ class Runner:
                     return
                 await asyncio.wait(list(self._tasks.values()))
 
-    async def stop(self) -> None:
-        """Stop polling and let in-flight runs finish their current step or be abandoned to a peer."""
+    async def stop(self, timeout: float = 2.0) -> None:
+        """Stop polling, cancel the runs in flight (each loses only its current call) and release their
+        leases, so a peer or the next start takes them over at once."""
         self._stopping = True
         self.kick()
         for task in list(self._tasks.values()):
             task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*self._tasks.values(), return_exceptions=True), timeout)
+        released = await self.engine.lease.release_all()
+        log.info("runner.stopped", leases_released=released)

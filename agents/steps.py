@@ -215,7 +215,7 @@ class StepCaller:
             async with asyncio.timeout(step.timeout + 1):
                 return await model_call.complete(
                     target, messages, timeout=step.timeout, api_base=step.api_base, api_key=api_key,
-                    temperature=step.temperature, max_tokens=step.max_tokens,
+                    key_env=step.api_key_env, temperature=step.temperature, max_tokens=step.max_tokens,
                 )
         except TimeoutError as exc:
             raise CallTimeout(f"{target} did not answer within {step.timeout:g}s") from exc

@@ -7,7 +7,8 @@
     tasks             `async def task(services) -> None` factories run alongside the runner and the
                       dispatcher; serve runs the scheduler (schedules, the digest, deadlines) this way
     serve(settings)   migrations, Database, Engine, Runner, Dispatcher, Scheduler, then uvicorn (HTTP
-                      mode) or Socket Mode when SLACK_APP_TOKEN is set (only /healthz is served over HTTP then)
+                      mode) or Socket Mode when SLACK_APP_TOKEN is set (only /healthz is served over HTTP then);
+                      SIGTERM or SIGINT stops it within seconds, leases and claims released
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -87,13 +89,15 @@ class Services:
         self.dispatcher.kick()
         log.info("services.started", workflows=sorted(self.specs), extra_tasks=len(self.extra_tasks))
 
-    async def stop(self) -> None:
-        await self.context.settle(5.0)  # let acked requests finish their work
-        await self.dispatcher.stop()
-        await self.runner.stop()
+    async def stop(self, grace: float = 1.5) -> None:
+        """End the background work within about `grace` seconds and one more: acked requests and the
+        deliveries under way may finish meanwhile; runs are cancelled and their leases released; the
+        dispatcher's claims are given back."""
+        await asyncio.gather(self.context.settle(grace), self.dispatcher.stop(grace), self.runner.stop(grace))
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 1.0)
         self._tasks = []
         log.info("services.stopped")
 
@@ -244,6 +248,41 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _http_server(config: Any) -> Any:
+    """A uvicorn server that leaves the signals to `serve`: uvicorn's own handlers re-raise SIGTERM once
+    it is done, which kills the process before the cleanup after it (leases, claims, the database)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            yield
+
+    return Server(config)
+
+
+@contextlib.contextmanager
+def _stopped_by_signals(server: Any) -> Any:
+    """SIGTERM or SIGINT ends `server` gracefully; a second SIGINT ends it at once."""
+    loop = asyncio.get_running_loop()
+
+    def stop(sig: signal.Signals) -> None:
+        log.info("serve.stopping", signal=sig.name)
+        server.force_exit = server.should_exit and sig == signal.SIGINT
+        server.should_exit = True
+
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+            loop.add_signal_handler(sig, stop, sig)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
 async def _serve(settings: Settings, *, tasks: list[TaskFactory]) -> None:
     import uvicorn
 
@@ -274,24 +313,27 @@ async def _serve(settings: Settings, *, tasks: list[TaskFactory]) -> None:
             assert settings.slack_app_token is not None
             services.socket = await socket_mode_handler(services.app, settings.slack_app_token.get_secret_value())
         await services.warm_up()
+        # Requests still open a second after a stop are cut: Slack's are acked within milliseconds.
         config = uvicorn.Config(create_asgi_app(services), host=settings.host, port=settings.port, log_level="warning",
-                                access_log=False, lifespan="on")
-        server = uvicorn.Server(config)
+                                access_log=False, lifespan="on", timeout_graceful_shutdown=1)
+        server = _http_server(config)
         log.info("serve.starting", mode="socket" if settings.socket_mode else "http", host=settings.host,
                  port=settings.port, workflows=sorted(specs))
-        http = asyncio.create_task(server.serve(), name="overseer:http")  # /healthz also in Socket Mode
-        try:
-            if services.socket is not None:
-                await services.socket.connect_async()  # retries until connected; /healthz says 503 meanwhile
-            await asyncio.shield(http)
-        finally:
-            # Stopped by a signal (uvicorn ends by itself) or cancelled: shut down cleanly either way,
-            # so acked work finishes and the lifespan stops the runner and the dispatcher.
-            server.should_exit = True
-            if services.socket is not None:
+        with _stopped_by_signals(server):  # from here on, until everything below is done
+            http = asyncio.create_task(server.serve(), name="overseer:http")  # /healthz also in Socket Mode
+            try:
+                if services.socket is not None:
+                    await services.socket.connect_async()  # retries until connected; /healthz says 503 meanwhile
+                await asyncio.shield(http)
+            finally:
+                # Stopped by a signal (uvicorn ends by itself) or cancelled: shut down cleanly either way,
+                # so acked work finishes and the lifespan stops the runner and the dispatcher.
+                server.should_exit = True
+                if services.socket is not None:
+                    with contextlib.suppress(Exception):
+                        await services.socket.close_async()
                 with contextlib.suppress(Exception):
-                    await services.socket.close_async()
-            with contextlib.suppress(Exception):
-                await http
+                    await http
     finally:
         await db.dispose()
+        log.info("serve.stopped")

@@ -65,8 +65,21 @@ async def hand_back(*, session: AsyncSession, run_id: str, owner: str) -> bool:
     return result.rowcount == 1
 
 
+async def hand_back_all(*, session: AsyncSession, owner: str) -> int:
+    """A process stopping on purpose gives back every run it drives (running ones queued again: no crash
+    to count), so they go on elsewhere at once. How many."""
+    result = await session.execute(
+        update(Run).where(Run.lease_owner == owner)
+        .values(lease_owner=None, lease_expires_at=None,
+                status=case((Run.status == RunStatus.RUNNING, RunStatus.QUEUED), else_=Run.status))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
+
+
 async def release_leases(*, session: AsyncSession, owner: str) -> int:
-    """Free the leases of a process known to be dead, so its runs need not wait for them to lapse."""
+    """Free the leases of a process known to be dead, so its runs need not wait for them to lapse (taking
+    one over then counts as a crash)."""
     result = await session.execute(
         update(Run).where(Run.lease_owner == owner).values(lease_owner=None, lease_expires_at=None)
         .execution_options(synchronize_session=False)

@@ -100,14 +100,26 @@ async def retry_outbox_later(
     )
 
 
-async def release_outbox(*, session: AsyncSession, message_id: int, owner: str) -> None:
-    """Give a claimed message back untouched (a clean shutdown mid-delivery)."""
+async def release_outbox(*, session: AsyncSession, message_id: int, owner: str, now: datetime) -> None:
+    """Give a claimed message back (a clean shutdown mid-delivery): its claim ends now, and claimed_until
+    stays set, so its next delivery knows this one may have posted before it stopped."""
     await session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.id == message_id, OutboxMessage.claimed_by == owner, OutboxMessage.delivered_at.is_(None))
-        .values(claimed_by=None, claimed_until=None)
+        .values(claimed_by=None, claimed_until=now)
         .execution_options(synchronize_session=False)
     )
+
+
+async def retry_outbox_now(*, session: AsyncSession, now: datetime) -> int:
+    """Make every undelivered message that waits for a later try due now (Slack is back); how many."""
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.delivered_at.is_(None), OutboxMessage.next_try_at > now)
+        .values(next_try_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
 
 
 async def finish_outbox(*, session: AsyncSession, message_id: int, now: datetime, error: str | None = None) -> None:

@@ -32,7 +32,8 @@ def test_the_image_runs_migrations_then_the_same_cli_the_tests_run(tmp_path: Pat
 def test_the_manifest_asks_for_exactly_the_scopes_the_bot_uses() -> None:
     manifest = yaml.safe_load((REPO / "bot" / "manifest.yaml").read_text())
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
-    assert scopes == {"commands", "chat:write", "chat:write.public", "files:write", "usergroups:read", "users:read"}
+    assert scopes == {"commands", "chat:write", "chat:write.public", "files:write", "usergroups:read", "users:read",
+                      "channels:history", "groups:history"}
     [command] = manifest["features"]["slash_commands"]
     assert command["command"] == "/overseer" and command["url"].endswith("/slack/events")
     assert manifest["settings"]["interactivity"]["is_enabled"] is True

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from agents import outbox
 from bot.format import readable
 from bot.pages.links import Links
 from bot.slack import blocks as bk
-from bot.slack.poster import Poster, Undeliverable, Where
+from bot.slack.poster import Poster, Stamp, Undeliverable, Where
 from storage import chat_queries, run_queries
 from storage.db import Database
 from storage.models import OutboxMessage
@@ -31,6 +32,12 @@ class Delivery:
     run_id: str | None
     announcement: outbox.Announcement
     notes: list[str]
+    written_at: datetime | None = None
+    again: bool = False  # tried or claimed before: what it posts may be in Slack already
+
+    def stamp(self, key: str) -> Stamp:
+        """The metadata stamp of a post made for this row under `key`."""
+        return Stamp(self.id, self.run_id, key, since=self.written_at, look_first=self.again)
 
 
 def checkpoint_key(step: str) -> str:
@@ -62,14 +69,17 @@ class Announcements:
         if isinstance(delivery.announcement, outbox.DigestReady):
             await self._digest(delivery, delivery.announcement)
             return
-        where = await self.refresh_parent(delivery.run_id, delivery.notes)
+        if isinstance(delivery.announcement, outbox.StartConfirmed):
+            await self._start_confirmed(delivery, delivery.announcement)
+            return
+        where = await self.refresh_parent(delivery.run_id, delivery.notes, stamp=delivery.stamp(PARENT))
         if where is None or delivery.run_id is None:
             return  # no channel to announce in
         await self._shows[type(delivery.announcement)](delivery, where)
 
     # --- the parent message -----------------------------------------------------------------------
 
-    async def refresh_parent(self, run_id: str | None, notes: list[str]) -> Where | None:
+    async def refresh_parent(self, run_id: str | None, notes: list[str], *, stamp: Stamp | None = None) -> Where | None:
         """Post or update the run's one message from the current state; None without a channel."""
         if run_id is None:
             return None
@@ -89,7 +99,7 @@ class Announcements:
             where = Where(parent.channel, parent.ts)
             await self.poster.update(notes, where, text=text, blocks=blocks, fallback=fallback)
             return where  # even when gone: thread replies still land under its ts
-        ts = await self.poster.post(notes, channel=run.channel, text=text, blocks=blocks, fallback=fallback)
+        ts = await self.poster.post(notes, channel=run.channel, text=text, blocks=blocks, fallback=fallback, stamp=stamp)
         async with self.db.sessions.begin() as session:
             await chat_queries.put_chat_message(session=session, run_id=run_id, key=PARENT, channel=run.channel, ts=ts)
             await chat_queries.set_run_message(session=session, run_id=run_id, channel=run.channel, ts=ts)
@@ -101,8 +111,9 @@ class Announcements:
     async def _note(self, delivery: Delivery, where: Where, text: str) -> None:
         """A one-line reply in the run's thread, posted once per outbox message."""
         body, blocks = bk.note(text)
-        await self.poster.post_once(delivery.notes, delivery.run_id, f"note:{delivery.id}", where=where,
-                                    text=body, blocks=blocks, fallback=body)
+        key = f"note:{delivery.id}"
+        await self.poster.post_once(delivery.notes, delivery.run_id, key, where=where, text=body, blocks=blocks,
+                                    fallback=body, stamp=delivery.stamp(key))
 
     # --- checkpoints ------------------------------------------------------------------------------
 
@@ -115,7 +126,7 @@ class Announcements:
             short = [blocks[0], bk.section("_The output is in the attached file._"), blocks[-1]]
             before = len(notes)
             await self.poster.post_once(notes, run_id, key, where=where, text=text, blocks=blocks, fallback=text,
-                                        fallback_blocks=short)
+                                        fallback_blocks=short, stamp=delivery.stamp(key))
             cut_output = cut_output or len(notes) > before
         if cut_output:
             fmt = "json" if waiting.format == "json" else "txt"
@@ -172,7 +183,7 @@ class Announcements:
             before = len(notes)
             await self.poster.post_once(notes, run_id, key, where=where, text=text, blocks=blocks,
                                         fallback=bk.failure_plain(failed, people), fallback_blocks=short,
-                                        outbox_id=delivery.id)
+                                        outbox_id=delivery.id, stamp=delivery.stamp(key))
             if len(notes) > before:
                 was_cut = {"input": True, "raw": bool(failed.last_raw_output)}
         if was_cut.get("input"):
@@ -220,6 +231,12 @@ class Announcements:
                     await self.poster.update(delivery.notes, posted, text=text, blocks=blocks, fallback=text)
         await self._note(delivery, where, line)
 
+    # --- replies to one person -------------------------------------------------------------------
+
+    async def _start_confirmed(self, delivery: Delivery, told: outbox.StartConfirmed) -> None:
+        text = f"Started run `{delivery.run_id}` of *{bk.escape_mrkdwn(told.workflow)}*; follow it in <#{told.follow_in}>."
+        await self.poster.whisper(channel=told.channel, user=told.user, text=text, reply_url=told.reply_url)
+
     # --- the digest -------------------------------------------------------------------------------
 
     async def _digest(self, delivery: Delivery, ready: outbox.DigestReady) -> None:
@@ -228,6 +245,7 @@ class Announcements:
         if not ready.channel:
             raise Undeliverable("digest without a channel")
         text, blocks = digest_message(ready.report)
-        await self.poster.post_once(delivery.notes, None, f"digest:{delivery.id}", channel=ready.channel,
-                                    text=bk.message_text(text), blocks=bk.limit_blocks(list(blocks)),
-                                    fallback=bk.message_text(text))
+        key = f"digest:{delivery.id}"
+        await self.poster.post_once(delivery.notes, None, key, channel=ready.channel, text=bk.message_text(text),
+                                    blocks=bk.limit_blocks(list(blocks)), fallback=bk.message_text(text),
+                                    stamp=delivery.stamp(key))

@@ -2,8 +2,9 @@
 
 Each undelivered message is claimed (so replicas never post the same one), shown by announcements.py
 from the database's current state with no transaction open, then marked delivered. Slack down or rate
-limiting: the message waits (next_try_at, with backoff) and goes out later, also after a restart.
-Content Slack refuses goes out as plain text (poster.py); nothing is retried forever.
+limiting: the message waits (next_try_at, with backoff) and goes out later, also after a restart; while
+Slack is down, auth.test is asked every few seconds and, once it answers, everything waiting is due at
+once. Content Slack refuses goes out as plain text (poster.py); nothing is retried forever.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,7 +25,7 @@ from agents import outbox
 from agents.lease import default_owner
 from bot.pages.links import Links
 from bot.slack.announcements import Announcements, Delivery
-from bot.slack.poster import Poster, Undeliverable, describe, slack_is_away
+from bot.slack.poster import Poster, Undeliverable, describe, slack_error, slack_is_away
 from storage import outbox_queries
 from storage.db import Database
 from storage.models import OutboxMessage, utcnow
@@ -43,6 +45,7 @@ class DispatcherSettings:
     max_tries: int = 10  # for errors that are neither Slack being away nor a content refusal
     concurrency: int = 8
     batch: int = 50
+    probe_seconds: float = 2.0  # while Slack is down, how often auth.test asks whether it is back
 
 
 class Dispatcher:
@@ -51,12 +54,16 @@ class Dispatcher:
     def __init__(self, db: Database, client: AsyncWebClient, *, settings: DispatcherSettings | None = None,
                  clock: Callable[[], datetime] = utcnow, links: Links | None = None) -> None:
         self.db = db
+        self.client = client
         self.settings = settings or DispatcherSettings()
         self.clock = clock
         self.announcements = Announcements(db, Poster(db, client), links=links)
         self._wake = asyncio.Event()
         self._stopping = False
         self._tick_lock = asyncio.Lock()  # one tick at a time per dispatcher (the loop, or drain)
+        self._down = False  # a delivery found Slack unreachable: probe until it answers
+        self._next_probe = 0.0
+        self._probe_wait = self.settings.probe_seconds  # before the first probe; grows while "back" does not last
 
     def kick(self) -> None:
         """Look at the outbox now rather than at the next poll."""
@@ -67,6 +74,7 @@ class Dispatcher:
         while not self._stopping:
             self._wake.clear()
             try:
+                await self._probe()
                 handled = await self.tick()
             except Exception:  # noqa: BLE001 - a database hiccup must not stop delivery for good
                 log.exception("dispatcher.tick_failed")
@@ -76,10 +84,15 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
 
-    async def stop(self) -> None:
-        """Stop after the current tick."""
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stop after the current tick, waiting up to `grace` seconds for it; a delivery still under way
+        when the loop's task is cancelled gives its claim back."""
         self._stopping = True
         self.kick()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                async with self._tick_lock:
+                    pass
 
     async def tick(self) -> int:
         """Claim the head message of each stream that is due and deliver them; returns how many were tried."""
@@ -90,6 +103,8 @@ class Dispatcher:
         now = self.clock()
         async with self.db.sessions.begin() as session:
             heads = list(await outbox_queries.pending_outbox(session=session, now=now, limit=self.settings.batch))
+            # Read before claiming: a row tried or claimed before may have been posted by a delivery that died.
+            again = {m.id for m in heads if m.tries or m.claimed_until is not None}
             claimed = [
                 m for m in heads
                 if await outbox_queries.claim_outbox(session=session, message_id=m.id, owner=self.settings.owner, now=now,
@@ -101,7 +116,7 @@ class Dispatcher:
 
         async def one(message: OutboxMessage) -> None:
             async with gate:
-                await self.deliver(message)
+                await self.deliver(message, again=message.id in again)
 
         await asyncio.gather(*(one(m) for m in claimed))
         return len(claimed)
@@ -112,8 +127,8 @@ class Dispatcher:
             while await self.tick():
                 pass
 
-    async def deliver(self, message: OutboxMessage) -> None:
-        """Deliver one claimed message and record the outcome."""
+    async def deliver(self, message: OutboxMessage, *, again: bool = False) -> None:
+        """Deliver one claimed message and record the outcome (`again`: it was tried or claimed before)."""
         notes: list[str] = []
         structlog.contextvars.bind_contextvars(outbox_id=message.id, run_id=message.run_id, kind=message.kind)
         try:
@@ -126,7 +141,8 @@ class Dispatcher:
             else:
                 if message.kind in outbox.PARENT_ONLY:
                     followers = await self._parent_only_followers(message)
-                await self.announcements.show(Delivery(message.id, message.run_id, announcement, notes))
+                await self.announcements.show(Delivery(message.id, message.run_id, announcement, notes,
+                                                       written_at=message.created_at, again=again))
         except asyncio.CancelledError:
             # Shutting down mid-delivery: let the message go at once instead of holding it for claim_seconds.
             with contextlib.suppress(Exception):
@@ -148,15 +164,44 @@ class Dispatcher:
             await outbox_queries.finish_outbox(session=session, message_id=message.id, now=now, error=error)
             if followers:
                 await outbox_queries.mark_outbox_done(session=session, message_ids=[f.id for f in followers], now=now)
+        self._probe_wait = self.settings.probe_seconds  # Slack answers: back to the short probe
         log.info("dispatcher.delivered", coalesced=len(followers), error=error)
 
     async def _release(self, message: OutboxMessage) -> None:
         async with self.db.sessions.begin() as session:
-            await outbox_queries.release_outbox(session=session, message_id=message.id, owner=self.settings.owner)
+            await outbox_queries.release_outbox(session=session, message_id=message.id, owner=self.settings.owner,
+                                                now=self.clock())
+
+    async def _probe(self) -> None:
+        """While Slack is down, ask auth.test every probe_seconds; once it answers, all that waits is due now."""
+        if not self._down or time.monotonic() < self._next_probe:
+            return
+        try:
+            await self.client.auth_test()
+        except Exception as exc:  # noqa: BLE001 - still away; a refusal (bad token) means Slack answers
+            if slack_is_away(exc):
+                self._next_probe = time.monotonic() + self.settings.probe_seconds
+                return
+        self._down = False
+        # If posting fails again right away (auth.test answers, chat.* does not), probe later next time.
+        self._probe_wait = min(2 * self._probe_wait, self.settings.backoff_max)
+        async with self.db.sessions.begin() as session:
+            due = await outbox_queries.retry_outbox_now(session=session, now=self.clock())
+        log.info("dispatcher.slack_back", due=due)
+
+    def _slack_down(self, exc: Exception) -> None:
+        """A delivery could not reach Slack (not a rate limit): start probing, unless already."""
+        limited = isinstance(exc, SlackApiError) and (
+            getattr(exc.response, "status_code", 200) == 429 or slack_error(exc) in ("ratelimited", "rate_limited"))
+        if not limited and not self._down:
+            self._down = True
+            self._next_probe = time.monotonic() + self._probe_wait
 
     async def _failed(self, message: OutboxMessage, exc: Exception) -> None:
         tries = (message.tries or 0) + 1
         away = slack_is_away(exc)
+        if away:
+            self._slack_down(exc)
         if not away and tries >= self.settings.max_tries:
             log.error("dispatcher.gave_up", error=describe(exc), tries=tries, exc_info=exc)
             await self._finish(message, [], error=f"gave up after {tries} tries: {describe(exc)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -84,6 +85,23 @@ async def test_permanent_errors_fail_the_step_at_once_without_retry(engine: Engi
     assert fake_model.count == 1
     run = await get_run(engine, run_id)
     assert run.error.startswith("s: ")
+
+
+@pytest.mark.parametrize(("key_env", "named"), [(None, "OPENAI_API_KEY"), ("GATEWAY_KEY", "GATEWAY_KEY")])
+async def test_a_missing_api_key_fails_the_step_at_once_naming_the_variable(
+    engine: Engine, fake_model: FakeModel, monkeypatch: pytest.MonkeyPatch, key_env: str | None, named: str
+) -> None:
+    """Not a 500 worth retrying: one attempt, no fallback, and the error says which variable to set."""
+    monkeypatch.delenv("OPENAI_API_KEY")
+    spec = model_spec(fake_model, steps=[{"name": "s", "model": "openai/gpt-4o-mini", "fallbacks": ["openai/gpt-4o"],
+                                          "api_key_env": key_env, "prompt": "x", "retry": {"attempts": 4}}])
+    started = time.monotonic()
+    run_id, status = await run_to_rest(engine, spec)
+    assert status == "failed" and time.monotonic() - started < 3
+    [attempt] = await attempts_of(engine, run_id)
+    assert attempt.error_type == "MissingCredentials" and f"{named} " in attempt.error_message and "not set" in attempt.error_message
+    assert (await get_run(engine, run_id)).error.startswith(f"s: {named}")
+    assert fake_model.count == 0  # the SDK refused before any request
 
 
 async def test_a_429_waits_at_least_its_retry_after(engine: Engine, fake_model: FakeModel) -> None:

@@ -211,6 +211,27 @@ async def test_check_reports_every_problem_one_line_each(tmp_path: Any, fake_mod
     assert code == 0 and "ok  content-update" in out
 
 
+async def test_without_the_model_key_a_run_fails_at_once_and_check_warns_naming_it(
+    db: Database, db_url: str, fake_model: FakeModel, page: WebPage
+) -> None:
+    content_model(fake_model)
+    env = {k: v for k, v in cli_env(db_url, fake_model).items() if k != "OPENAI_API_KEY"}
+    started = time.monotonic()
+    code, out, err = await overseer(env, "run", "content-update", f"url={page.url()}", "--yes")
+    assert code == 1 and "✗ draft failed" in out and "OPENAI_API_KEY is not set" in out, out + err
+    assert time.monotonic() - started < 10  # no backoff, no retries
+    run_id = out.splitlines()[0].split()[1]
+    shown = json.loads((await overseer(env, "show", run_id, "--json"))[1])
+    [draft] = [a for a in shown["attempts"] if a["step"] == "draft"]  # exactly one attempt, no fallback
+    assert draft["error_type"] == "MissingCredentials" and draft_requests(fake_model) == 0
+
+    code, out, err = await overseer(env, "check")
+    assert code == 0 and "ok  content-update" in out, err
+    warnings = [line for line in out.splitlines() if line.startswith("warning")]
+    assert warnings and all("OPENAI_API_KEY" in line for line in warnings)  # ANTHROPIC_API_KEY is set
+    assert any("content-update: step draft: openai/gpt-4o-mini" in line for line in warnings)
+
+
 async def test_help_answers_fast_without_importing_litellm() -> None:
     started = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(

@@ -56,6 +56,14 @@ class Upload:
 
 
 @dataclass(frozen=True)
+class Unanswered:
+    """What happens to the answer of a call that was carried out: dropped, or held until `hold` is set."""
+
+    method: str
+    hold: threading.Event | None = None
+
+
+@dataclass(frozen=True)
 class ResponsePost:
     """A POST to a fake `response_url`."""
 
@@ -304,6 +312,16 @@ class _SlackHandler(QuietHandler):
         args = parse_args(raw, self.headers.get("Content-Type", ""), query)
         call = fake.record(method, args, dict(self.headers.items()), self.command)
         status, answer, headers = fake.answer(call)
+        then = fake.after_answer(call)
+        if then is not None:
+            # Carried out, but the caller never hears of it: it dies (or is cut off) before the answer.
+            deadline = time.monotonic() + 60
+            while then.hold is not None and not then.hold.wait(0.05):
+                if fake.stopping.is_set() or time.monotonic() > deadline:
+                    break
+            if then.hold is None or fake.stopping.is_set():
+                self.drop()
+                return
         self.reply_json(status, answer, headers)
 
 
@@ -319,6 +337,7 @@ class FakeSlack(LoopbackServer):
         # Extra fields merged into users.info answers, e.g. {"U0ALICE": {"tz": "Europe/Paris"}}.
         self.users: dict[str, dict[str, Any]] = {}
         self._urls = itertools.count(1)
+        self._last_ts = 0.0
         self._clear()
 
     def _clear(self) -> None:
@@ -332,6 +351,7 @@ class FakeSlack(LoopbackServer):
         self._fail: list[int] = []  # HTTP statuses for the next calls
         self._rate_limits: list[float] = []
         self._errors: dict[str, list[str]] = {}
+        self._unanswered: list[Unanswered] = []
         self._seq = itertools.count(1)
 
     # --- addresses ---
@@ -362,6 +382,20 @@ class FakeSlack(LoopbackServer):
         """Answer the next `n` calls of `method` with ok:false and `error`."""
         with self._lock:
             self._errors.setdefault(method, []).extend([error] * n)
+
+    def accept_then_drop(self, method: str, n: int = 1, *, hold: threading.Event | None = None) -> None:
+        """Carry out the next `n` calls of `method`, then drop the connection instead of answering (after
+        `hold` is set, if given; answered normally once it is): what a caller killed after Slack accepted sees."""
+        with self._lock:
+            self._unanswered.extend([Unanswered(method, hold)] * n)
+
+    def after_answer(self, call: Call) -> Unanswered | None:
+        """How a carried-out call's answer is withheld, if one was asked for (see accept_then_drop)."""
+        with self._lock:
+            for i, rule in enumerate(self._unanswered):
+                if rule.method == call.method and call.answered_ok:
+                    return self._unanswered.pop(i)
+        return None
 
     def down(self) -> None:
         """Close the port (and open connections): calls fail with connection errors."""
@@ -493,8 +527,10 @@ class FakeSlack(LoopbackServer):
         return 200, handler(self, call.args), {}
 
     def next_ts(self) -> str:
-        """A unique, increasing message ts."""
-        return f"{1700000000 + next(self._seq)}.000100"
+        """A unique, increasing message ts from the clock, as Slack's are (`oldest`/`latest` compare with it)."""
+        with self._lock:
+            self._last_ts = max(round(time.time(), 6), self._last_ts + 0.000001)
+            return f"{self._last_ts:.6f}"
 
     def receive_upload(self, file_id: str, content: bytes) -> tuple[int, str]:
         """Store bytes posted to an upload URL."""
@@ -548,6 +584,8 @@ class FakeSlack(LoopbackServer):
         }
         if args.get("thread_ts"):
             message["thread_ts"] = str(args["thread_ts"])
+        if isinstance(args.get("metadata"), dict):
+            message["metadata"] = copy.deepcopy(args["metadata"])
         self._messages[(channel, ts)] = message
         self._posted.append(copy.deepcopy(message))
         reply = {k: v for k, v in message.items() if k != "channel"}
@@ -677,6 +715,20 @@ class FakeSlack(LoopbackServer):
         # A WebSocket URL nothing answers on (the fake speaks no WebSocket): the client keeps trying.
         return {"ok": True, "url": f"ws://127.0.0.1:{self.port}/link/?ticket=fake"}
 
+    def _history(self, args: Args) -> Answer:
+        """conversations.history: the channel's top-level messages, newest first."""
+        channel = str(args.get("channel") or "")
+        found = [m for (chan, ts), m in self._messages.items() if chan == channel and m.get("thread_ts", ts) == ts]
+        return _page(sorted(found, key=lambda m: -float(m["ts"])), args)
+
+    def _replies(self, args: Args) -> Answer:
+        """conversations.replies: a thread's parent and its replies, oldest first."""
+        channel, ts = str(args.get("channel") or ""), str(args.get("ts") or "")
+        if (channel, ts) not in self._messages:
+            return _failure("thread_not_found")
+        found = [m for (chan, m_ts), m in self._messages.items() if chan == channel and (m_ts == ts or m.get("thread_ts") == ts)]
+        return _page(sorted(found, key=lambda m: float(m["ts"])), args)
+
     def _get_upload_url(self, args: Args) -> Answer:
         filename, length = args.get("filename"), args.get("length")
         if not filename or length in (None, ""):
@@ -705,6 +757,26 @@ class FakeSlack(LoopbackServer):
         return {"ok": True, "files": done}
 
 
+def _page(messages: list[dict[str, Any]], args: Args) -> Answer:
+    """One page of messages as conversations.history/replies answer: oldest/latest, limit, cursor, and
+    each message's metadata only with include_all_metadata."""
+    inclusive = _truthy(args.get("inclusive"))
+    oldest, latest = float(args.get("oldest") or 0), float(args.get("latest") or 1e12)
+
+    def within(ts: float) -> bool:
+        return oldest <= ts <= latest and (inclusive or ts not in (oldest, latest))
+
+    inside = [m for m in messages if within(float(m["ts"]))]
+    start, limit = int(args.get("cursor") or 0), int(args.get("limit") or 100)
+    shown = [
+        {k: v for k, v in m.items() if k != "channel" and (k != "metadata" or _truthy(args.get("include_all_metadata")))}
+        for m in inside[start:start + limit]
+    ]
+    more = start + limit < len(inside)
+    return {"ok": True, "messages": copy.deepcopy(shown), "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
+
+
 def _auth_error(call: Call) -> str | None:
     """Slack's answer to a missing token, or one of the wrong kind (app-level for Socket Mode, bot for the rest)."""
     header = call.headers.get("Authorization") or call.headers.get("authorization") or ""
@@ -728,6 +800,8 @@ _METHODS: dict[str, Callable[[FakeSlack, Args], Answer]] = {
     "usergroups.users.list": FakeSlack._usergroup_users,
     "users.info": FakeSlack._users_info,
     "conversations.info": FakeSlack._conversations_info,
+    "conversations.history": FakeSlack._history,
+    "conversations.replies": FakeSlack._replies,
     "files.getUploadURLExternal": FakeSlack._get_upload_url,
     "files.completeUploadExternal": FakeSlack._complete_upload,
 }

@@ -10,7 +10,6 @@ import signal
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -28,6 +27,7 @@ from tests.fakes.fake_slack import FakeSlack
 from tests.helpers.network import answers_healthz, free_port
 from tests.helpers.polling import eventually
 from tests.helpers.processes import overseer_env, spawn_overseer
+from tests.helpers.prompts import answer_by_prompt
 
 SPEC = """
 name: minutely
@@ -101,19 +101,13 @@ async def test_two_replicas_one_killed_mid_step_run_every_step_fire_every_tick_a
 ) -> None:
     (tmp_path / "minutely.yaml").write_text(SPEC)
     release = threading.Event()
-    prompts: Counter[str] = Counter()
-    lock = threading.Lock()
 
-    def respond(body: dict[str, Any]) -> Reply:
-        prompt = body["messages"][-1]["content"]
-        with lock:
-            prompts[prompt] += 1
-            first = prompts[prompt] == 1
-        if prompt == "one run3" and first:
+    def respond(prompt: str, nth: int) -> Reply:
+        if prompt == "one run3" and nth == 1:
             return Reply.hang(release)  # the step in flight when its replica is killed
         return Reply.slow(0.2, Reply.text(f"done {prompt}"))
 
-    fake_model.responder = respond
+    prompts = answer_by_prompt(fake_model, respond)
     env = serve_env(db_url, tmp_path, fake_model, fake_slack)
     replicas = [Replica(env, tmp_path / "a.log"), Replica(env, tmp_path / "b.log")]
     async with db.sessions.begin() as session:  # seen before, so the start-up catch-up has a tick to fire
@@ -143,7 +137,7 @@ async def test_two_replicas_one_killed_mid_step_run_every_step_fire_every_tick_a
 
         await eventually(announced, 30, "the new runs' messages to be delivered")
         victim = next(r for r in replicas if r.pid == int(hung.lease_owner.split(":")[1]))
-        with lock:
+        with prompts.lock:
             asked_before_kill = set(prompts)
         os.kill(victim.pid, signal.SIGKILL)
         await victim.proc.wait()  # type: ignore[union-attr]
