@@ -43,6 +43,7 @@ class EngineSettings:
     secrets: Mapping[str, str] = field(default_factory=dict)  # what api_key_env names resolve to
     max_crashes: int = 3  # a run whose driver died this often while running it fails instead
     fetch_policy: FetchPolicy = field(default_factory=FetchPolicy)  # the non-public hosts fetch_page may reach
+    mock: bool = False  # runs started here are mocked: model steps answered from their contracts, no provider
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class _Driving:
     started: _Start | None = None  # the step whose start is already recorded
     used: dict[str, dict[int, int]] = field(default_factory=dict)  # attempts per target of a resumed step
     crashed: int = 0  # drivers that died with this run
+    mocked: bool = False  # started mocked: every model step of it is answered without a provider
 
     def replay(self) -> int:
         """Collect the outputs of completed steps; the index of the first step not completed."""
@@ -88,8 +90,10 @@ class Engine:
         self.settings = settings or EngineSettings()
         self.clock = clock
         self.lease = Lease(db, self.settings.owner, self.settings.lease_seconds, clock)
-        self.caller = StepCaller(self.lease, delay_scale=self.settings.delay_scale, secrets=self.settings.secrets,
-                                 fetch_policy=self.settings.fetch_policy)
+        # A run is mocked or not for its whole life, whichever process drives it: each gets its caller.
+        self._callers = {mock: StepCaller(self.lease, delay_scale=self.settings.delay_scale, secrets=self.settings.secrets,
+                                          fetch_policy=self.settings.fetch_policy, mock=mock) for mock in (False, True)}
+        self.caller = self._callers[False]
 
     # --- starting ---------------------------------------------------------------------------------
 
@@ -113,10 +117,11 @@ class Engine:
         row = {
             "id": run_id, "workflow": spec.name, "inputs": values, "spec": spec.snapshot(), "started_by": started_by,
             "trigger": trigger, "status": RunStatus.QUEUED, "channel": channel or spec.channel, "created_at": now,
-            "updated_at": now,
+            "updated_at": now, "mocked": self.settings.mock,
         }
         names = [s.name for s in spec.steps]
-        started = outbox.RunStarted(workflow=spec.name, started_by=started_by, trigger=trigger, inputs=values, steps=names)
+        started = outbox.RunStarted(workflow=spec.name, started_by=started_by, trigger=trigger, inputs=values, steps=names,
+                                     mocked=self.settings.mock)
         return run_id, [*driver_queries.new_run_writes(row, names), outbox.message(run_id, started)]
 
     # --- driving ----------------------------------------------------------------------------------
@@ -165,7 +170,7 @@ class Engine:
             interrupted = await driver_queries.interrupt_started(session=session, run_id=run_id)
             spent = run.cost_usd + (await self._charge_interrupted(session, run_id, spec, interrupted) if interrupted else 0.0)
             steps = await driver_queries.step_rows(session=session, run_id=run_id)
-            driving = _Driving(run_id, run.workflow, run.inputs, spec, steps, spent, crashed=run.crashes)
+            driving = _Driving(run_id, run.workflow, run.inputs, spec, steps, spent, crashed=run.crashes, mocked=run.mocked)
             index = driving.replay()
             if driving.crashed >= self.settings.max_crashes:
                 return driving  # advance ends it (dead letter) instead of running the step once more
@@ -237,7 +242,7 @@ class Engine:
             return None  # resumed: _run_step looks up what each target has spent
         try:
             call_input = step_run.input_override or self._render_input(step, driving.inputs, driving.outputs)
-            attempt = self.caller.first_attempt(
+            attempt = self._callers[driving.mocked].first_attempt(
                 driving.run_id, driving.spec, step, call_input, attempts_so_far=step_run.attempts, spent=driving.spent,
                 used=used,
             )
@@ -271,7 +276,7 @@ class Engine:
             call_input = None
             try:
                 call_input = step_run.input_override or self._render_input(step, driving.inputs, driving.outputs)
-                attempt = self.caller.first_attempt(
+                attempt = self._callers[driving.mocked].first_attempt(
                     driving.run_id, driving.spec, step, call_input, attempts_so_far=step_run.attempts,
                     spent=driving.spent, used=driving.used.get(step.name),
                 )
@@ -281,7 +286,7 @@ class Engine:
             await self.lease.commit(driving.run_id, [self.lease.fence_step(driving.run_id, step.name), *self._start(driving, start)])
         log.info("step.started")
         try:
-            success = await self.caller.call(
+            success = await self._callers[driving.mocked].call(
                 driving.run_id, driving.spec, step, start.call_input, attempts_so_far=step_run.attempts, spent=driving.spent,
                 used=driving.used.get(step.name), started=start.attempt,
             )

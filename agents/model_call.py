@@ -25,6 +25,9 @@ from agents.errors import (
 _NO_KEY = re.compile(r"missing credentials|missing [\w ]*api[ _]key|api_key client option must be set", re.IGNORECASE)
 
 
+MOCK_MODEL = "mock"  # the model_used a mocked run records
+
+
 @dataclass(frozen=True)
 class ModelResult:
     """What one successful model call returned."""
@@ -170,11 +173,15 @@ async def complete(
     key_env: str | None = None,
     temperature: float | None = None,
     max_tokens: int | None = None,
+    mock: str | None = None,
 ) -> ModelResult:
     """One chat completion, with litellm's and the SDK's own retries off: our retry loop counts.
 
     `key_env` names where `api_key` came from (the step's api_key_env), for the error when it is missing.
+    With `mock` (a mocked run), that text is the answer: no provider is called, nothing is spent.
     """
+    if mock is not None:
+        return ModelResult(content=mock, model_used=MOCK_MODEL, tokens_in=0, tokens_out=0, cost_usd=0.0, latency_ms=0.0)
     lite = _litellm()
     kwargs: dict[str, Any] = {"num_retries": 0, "max_retries": 0, "timeout": timeout}
     for key, value in (("api_base", api_base), ("api_key", api_key), ("temperature", temperature), ("max_tokens", max_tokens)):

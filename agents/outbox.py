@@ -47,6 +47,7 @@ class RunStarted(Announcement):
     trigger: str
     inputs: dict[str, Any]
     steps: list[str]
+    mocked: bool = False  # no provider answers its model steps
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,7 @@ class ModelStep(_StepBase):
     api_key_env: str | None = None
     temperature: float | None = None
     max_tokens: int | None = Field(None, ge=1)
+    example: Any = None  # what a mocked run answers with; must keep the output contract
 
     @field_validator("api_key_env")
     @classmethod
@@ -160,6 +161,18 @@ class ModelStep(_StepBase):
         if value is not None and value.upper().startswith(("SLACK_", "OVERSEER_")):
             raise ValueError(f"{value} is one of Overseer's own settings; name the variable that holds this model's API key")
         return value
+
+    @model_validator(mode="after")
+    def _example_keeps_contract(self) -> ModelStep:
+        if self.example is not None:
+            from agents.contract import check_output  # it imports this module
+            from agents.errors import BadOutput
+
+            try:
+                check_output(self.output, self.example)
+            except BadOutput as exc:
+                raise ValueError(f"example: breaks the step's output contract: {exc}") from None
+        return self
 
     @property
     def kind(self) -> str:

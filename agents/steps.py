@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from tenacity import RetryCallState
 
-from agents import model_call, outbox
+from agents import mock_output, model_call, outbox
 from agents.contract import check_output, contract_instructions
 from agents.errors import AttemptsSpent, BadOutput, BudgetExceeded, CallTimeout, StepError
 from agents.fetch_guard import FetchPolicy
@@ -71,9 +71,10 @@ class StepCaller:
 
     def __init__(
         self, lease: Lease, *, delay_scale: float = 1.0, secrets: Mapping[str, str] | None = None,
-        fetch_policy: FetchPolicy | None = None,
+        fetch_policy: FetchPolicy | None = None, mock: bool = False,
     ) -> None:
         self.lease = lease
+        self.mock = mock  # answer every model step from its contract (agents.mock_output), calling no provider
         self.delay_scale = delay_scale  # tests shrink backoff waits through this, not by patching
         self.secrets = dict(secrets or {})  # what api_key_env names resolve to
         self.fetch_policy = fetch_policy or FetchPolicy()
@@ -216,12 +217,13 @@ class StepCaller:
                 return await model_call.complete(
                     target, messages, timeout=step.timeout, api_base=step.api_base, api_key=api_key,
                     key_env=step.api_key_env, temperature=step.temperature, max_tokens=step.max_tokens,
+                    mock=mock_output.answer_for(step) if self.mock else None,
                 )
         except TimeoutError as exc:
             raise CallTimeout(f"{target} did not answer within {step.timeout:g}s") from exc
 
     def _check_budget(self, state: _StepState, spec: WorkflowSpec, target: str, messages: list[dict[str, str]], max_tokens: int | None) -> None:
-        if spec.budget_usd is None:
+        if spec.budget_usd is None or self.mock:  # a mock answer costs nothing
             return
         estimate = model_call.estimate_cost(target, messages, max_tokens)
         if state.spent + estimate > spec.budget_usd:

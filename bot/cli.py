@@ -19,6 +19,7 @@ from storage.status import RunStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_WAITING = 0, 1, 2, 3
 _BAD_INPUT = (UserInputError, ConfigError, DatabaseUnavailable)  # the person can fix these: exit 2
+_MOCK_HELP = "answer model steps from their output contracts (the step's example:), calling no provider and needing no key"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("workflow")
     p.add_argument("inputs", nargs="*", metavar="key=value")
     p.add_argument("--yes", "-y", action="store_true", help="approve every checkpoint")
+    p.add_argument("--mock", action="store_true", help=_MOCK_HELP)
 
     p = sub.add_parser("resume", help="continue a run that was interrupted or waits at a checkpoint")
     p.add_argument("run_id")
@@ -77,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the Slack bot (HTTP, or Socket Mode when SLACK_APP_TOKEN is set)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument("--mock", action="store_true", help=_MOCK_HELP)
     return parser
 
 
@@ -90,7 +93,20 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["host"] = args.host
     if getattr(args, "port", None):
         overrides["port"] = args.port
+    if getattr(args, "mock", False):
+        overrides["mock"] = True
     return load_settings(**overrides)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; `run`'s key=value inputs may also follow its options (run WF --mock k=v)."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "run" and all("=" in e and not e.startswith("-") for e in extra):
+        args.inputs = [*args.inputs, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
     redaction.install()  # the environment's secrets, before anything can be printed
     with redirect_stdout(redaction.Redacting(sys.stdout)), redirect_stderr(redaction.Redacting(sys.stderr)):
-        args = _parser().parse_args(argv)
+        args = _parse(argv)
         if not args.command:
             _parser().print_help()
             return EXIT_BAD_INPUT
@@ -242,7 +258,7 @@ def _engine(db: Any, settings: Settings) -> Any:
 
     return Engine(db, settings=EngineSettings(
         lease_seconds=settings.lease_seconds, delay_scale=settings.retry_delay_scale, secrets=secrets_from_env(),
-        fetch_policy=settings.fetch_policy,
+        fetch_policy=settings.fetch_policy, mock=settings.mock,
     ))
 
 

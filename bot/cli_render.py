@@ -7,7 +7,7 @@ from typing import Any, TextIO
 
 from agents import outbox
 from agents.text import as_text
-from bot.format import duration, money, span, step_icon
+from bot.format import MOCK_NOTE, duration, money, span, step_icon
 from storage.models import Attempt, Decision, OutboxMessage, Run, StepRun
 from storage.status import Action, StepStatus
 
@@ -22,7 +22,7 @@ def run_dict(run: Run) -> dict[str, Any]:
         "id": run.id, "workflow": run.workflow, "status": run.status, "started_by": run.started_by,
         "trigger": run.trigger, "inputs": run.inputs, "current_step": run.current_step, "error": run.error,
         "created_at": _ts(run.created_at), "started_at": _ts(run.started_at), "finished_at": _ts(run.finished_at),
-        "tokens_in": run.tokens_in, "tokens_out": run.tokens_out, "cost_usd": run.cost_usd,
+        "tokens_in": run.tokens_in, "tokens_out": run.tokens_out, "cost_usd": run.cost_usd, "mocked": run.mocked,
     }
 
 
@@ -54,10 +54,14 @@ def print_runs(runs: list[Run], out: TextIO) -> None:
     print(f"{'RUN':<13} {'WORKFLOW':<22} {'STATUS':<18} {'STARTED BY':<14} {'CREATED (UTC)':<17} {'TIME':>7} {'COST':>9}", file=out)
     for r in runs:
         print(
-            f"{r.id:<13} {r.workflow[:22]:<22} {r.status:<18} {r.started_by[:14]:<14} "
+            f"{r.id:<13} {r.workflow[:22]:<22} {_status(r):<18} {r.started_by[:14]:<14} "
             f"{r.created_at:%Y-%m-%d %H:%M} {span(r.started_at, r.finished_at):>7} {money(r.cost_usd):>9}",
             file=out,
         )
+
+
+def _status(run: Run) -> str:
+    return f"{run.status} (mock)" if run.mocked else run.status
 
 
 def _block(label: str, value: Any, out: TextIO, indent: str = "      ") -> None:
@@ -70,7 +74,7 @@ def _block(label: str, value: Any, out: TextIO, indent: str = "      ") -> None:
 
 def print_run(run: Run, steps: list[StepRun], attempts: list[Attempt], decisions: list[Decision], out: TextIO) -> None:
     """One run with every step and every attempt: input, output, error, tokens, cost, latency."""
-    print(f"run {run.id} · {run.workflow} · {run.status}", file=out)
+    print(f"run {run.id} · {run.workflow} · {run.status}{' · ' + MOCK_NOTE if run.mocked else ''}", file=out)
     print(f"  started by {run.started_by} ({run.trigger}) at {run.created_at:%Y-%m-%d %H:%M:%S} UTC", file=out)
     print(f"  inputs: {as_text(run.inputs, indent=None)}", file=out)
     print(f"  tokens {run.tokens_in} in / {run.tokens_out} out · cost {money(run.cost_usd, 6)} · "
@@ -105,7 +109,7 @@ def progress_line(message: OutboxMessage) -> str | None:
         return None
     match a:
         case outbox.RunStarted():
-            return f"run {message.run_id} · {a.workflow} · started by {a.started_by}"
+            return f"run {message.run_id} · {a.workflow} · started by {a.started_by}{' · ' + MOCK_NOTE if a.mocked else ''}"
         case outbox.StepStarted():
             return f"  {step_icon(StepStatus.RUNNING)} {a.step} …"
         case outbox.AttemptFailed():

@@ -34,6 +34,8 @@ RUN_STATE = {
     RunStatus.EXPIRED: "✗ expired",
 }
 UNKNOWN = "–"
+MOCK_BADGE = "mock"  # a mocked run's mark, wherever it shows
+MOCK_NOTE = "mock: model steps answered from their contracts, no model called"
 
 
 def money(value: float | None, places: int = 4) -> str:

@@ -303,7 +303,8 @@ async def _serve(settings: Settings, *, tasks: list[TaskFactory]) -> None:
             signing_secret=settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None,
             slack_api_url=settings.slack_api_url, command=settings.command, socket_mode=settings.socket_mode,
             engine_settings=EngineSettings(lease_seconds=settings.lease_seconds, delay_scale=settings.retry_delay_scale,
-                                           secrets=secrets_from_env(), fetch_policy=settings.fetch_policy),
+                                           secrets=secrets_from_env(), fetch_policy=settings.fetch_policy,
+                                           mock=settings.mock),
             # A dead replica's claimed messages go out after twice its lease; a live one's deliveries
             # (Retry-After waits included) finish well within that.
             dispatcher_settings=DispatcherSettings(poll_seconds=settings.poll_seconds, claim_seconds=2 * settings.lease_seconds),

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     digest_channel: str | None = Field(None, validation_alias="OVERSEER_DIGEST_CHANNEL")
     poll_seconds: float = Field(1.0, gt=0, validation_alias="OVERSEER_POLL_SECONDS")
     fetch_allow: str = Field("", validation_alias="OVERSEER_FETCH_ALLOW")
+    # Runs started by this process are mocked: model steps answered from their contracts, no provider called.
+    mock: bool = Field(False, validation_alias="OVERSEER_MOCK")
     # The run pages: where people reach `overseer serve`, and the key that signs their links (no key, no pages).
     public_url: str | None = Field(None, validation_alias="OVERSEER_PUBLIC_URL")
     secret_key: SecretStr | None = Field(None, validation_alias="OVERSEER_SECRET_KEY")

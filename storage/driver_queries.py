@@ -145,7 +145,8 @@ _CLAIM = (
             else_=0,
         ),
     )
-    .returning(_RUNS.c.workflow, _RUNS.c.inputs, _RUNS.c.spec, _RUNS.c.cost_usd, _RUNS.c.crashes, _RUNS.c.current_step)
+    .returning(_RUNS.c.workflow, _RUNS.c.inputs, _RUNS.c.spec, _RUNS.c.cost_usd, _RUNS.c.crashes, _RUNS.c.current_step,
+               _RUNS.c.mocked)
 )
 
 _STEP_ROWS = (
@@ -187,7 +188,7 @@ def new_run_writes(values: dict[str, Any], steps: Sequence[str]) -> list[Write]:
 async def claim_run_returning(
     *, session: AsyncSession, run_id: str, owner: str, now: datetime, lease_s: float
 ) -> Row[Any] | None:
-    """Take the lease of a runnable run (and mark it running) if nobody holds a live one, handing back what driving needs (workflow, inputs, spec, cost_usd), or None."""
+    """Take the lease of a runnable run (and mark it running) if nobody holds a live one, handing back what driving needs (workflow, inputs, spec, cost_usd, mocked), or None."""
     conn = await session.connection()
     result = await conn.execute(
         _CLAIM, {"p_run": run_id, "p_owner": owner, "p_now": now, "p_until": now + timedelta(seconds=lease_s)}

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from storage.clean import CleanJSON, CleanString, CleanText
@@ -91,6 +93,8 @@ class Run(Base):
     lease_expires_at: Mapped[datetime | None]
     # How often a driver died with this run in its hands; past a limit the run fails instead of looping.
     crashes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A mocked run's model steps were answered from their contracts, by no provider (overseer run --mock).
+    mocked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         Index("ix_runs_status_lease", "status", "lease_expires_at"),

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from agents.outbox import RunFinished, StepFailed
-from bot.format import decision, duration, money, readable, run_state, span, step_icon
+from bot.format import MOCK_BADGE, MOCK_NOTE, decision, duration, money, readable, run_state, span, step_icon
 from bot.slack.limits import (
     ACTION_ELEMENTS, BLOCKS_TEXT_BUDGET, BUTTON_TEXT, BUTTON_VALUE, CONTEXT_ELEMENTS, HEADER_TEXT, ID_LENGTH, INPUT_LENGTH,
     MAX_BLOCKS, MAX_MODAL_BLOCKS, MESSAGE_TEXT, MODAL_TITLE, PRIVATE_METADATA, SECTION_TEXT,
@@ -209,7 +209,7 @@ def parent_message(run: Any, steps: Sequence[Any], attempt_counts: Mapping[str, 
     """The run's one message: each step's state, attempts, duration and cost; who started it; the state;
     an "Open run" link to its page when `url` is given."""
     state = escape_mrkdwn(run_state(run.status))
-    title = f"{run.workflow} · run {run.id}"
+    title = f"{run.workflow} · run {run.id}" + (f" · {MOCK_BADGE}" if getattr(run, "mocked", False) else "")
     lines = []
     approvers = waiting_for(run.spec or {})
     for step in steps:
@@ -232,6 +232,8 @@ def parent_message(run: Any, steps: Sequence[Any], attempt_counts: Mapping[str, 
         lines.append(" · ".join(parts))
     blocks = [header(title)]
     summary = f"*State:* {state} · started by {started_by(run)} · cost {money(run.cost_usd)}"
+    if getattr(run, "mocked", False):
+        summary = f"`{MOCK_BADGE}` {summary} · {escape_mrkdwn(MOCK_NOTE)}"
     if run.started_at and run.finished_at:
         summary += f" · took {span(run.started_at, run.finished_at)}"
     if url:
