@@ -35,6 +35,8 @@ from agents.errors import DatabaseUnavailable
 from agents.runner import Runner
 from agents.loading import load_workflows
 from agents.spec import WorkflowSpec
+from bot.health import Health
+from bot.metrics import metrics_of
 from bot.pages.links import links_from
 from bot import redaction
 from bot.pages.routes import page_routes
@@ -67,6 +69,7 @@ class Services:
     directory: Directory
     context: BotContext
     settings: Settings | None = None
+    socket_connected: Callable[[], Awaitable[bool]] | None = None  # set by serve in Socket Mode; /healthz asks it
     extra_tasks: list[TaskFactory] = field(default_factory=list)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -176,23 +179,27 @@ def create_asgi_app(services: Services, *, manage_tasks: bool = True) -> Starlet
         return await handler.handle(request)
 
     async def healthz(request: Request) -> Response:
-        if await services.healthy():
-            return JSONResponse({"status": "ok", "database": "ok", "active_runs": len(services.runner.active)})
-        return JSONResponse({"status": "unavailable", "database": "unavailable"}, status_code=503)
+        report = await Health.of(services).check()
+        return JSONResponse({**report, "active_runs": len(services.runner.active)}, status_code=200 if report["ok"] else 503)
+
+    metrics = metrics_of(services)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         if manage_tasks:
             await services.start()
         try:
-            yield
+            async with metrics.refreshing() if manage_tasks else contextlib.nullcontext():
+                yield
         finally:
             if manage_tasks:
                 await services.stop()
 
     return Starlette(
         routes=[Route("/slack/events", events, methods=["POST"]), Route("/healthz", healthz, methods=["GET"]),
+                Route("/metrics", metrics.endpoint, methods=["GET"]),
                 *page_routes(services.db, links_from(services.settings), redact=redaction.redact)],
+        middleware=[metrics.middleware()],
         lifespan=lifespan,
     )
 
@@ -273,6 +280,7 @@ async def _serve(settings: Settings, *, tasks: list[TaskFactory]) -> None:
 
                 assert settings.slack_app_token is not None
                 socket = AsyncSocketModeHandler(services.app, settings.slack_app_token.get_secret_value())
+                services.socket_connected = socket.client.is_connected
                 await socket.connect_async()
             await asyncio.shield(http)
         finally:
