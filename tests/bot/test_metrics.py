@@ -40,11 +40,16 @@ def sample(samples: dict[Any, float], name: str, **labels: str) -> float:
     return samples[(name, tuple(sorted(labels.items())))]
 
 
-async def test_metrics_count_a_finished_run_its_attempts_tokens_cost_and_durations(start_bot: StartBot, fake_model: FakeModel) -> None:
+async def run_once(start_bot: StartBot, fake_model: FakeModel) -> tuple[Any, dict[Any, float]]:
+    """Start a one-step run through the bot, wait until it is over, and scrape /metrics."""
     bot = await start_bot(flow(fake_model, steps=ONE_STEP), settings=fresh())
     run = await bot.start_run()
+    return run, await scrape(bot)
+
+
+async def test_metrics_count_a_finished_run_its_attempts_tokens_cost_and_durations(start_bot: StartBot, fake_model: FakeModel) -> None:
+    run, samples = await run_once(start_bot, fake_model)
     assert run.status == "succeeded"
-    samples = await scrape(bot)
     assert sample(samples, "overseer_runs", workflow="writer", status="succeeded") == 1
     assert sample(samples, "overseer_attempts_total", status="succeeded", error_type="") == 1
     assert sample(samples, "overseer_tokens_total", model=MODEL, direction="input") == run.tokens_in == 10
@@ -61,10 +66,8 @@ async def test_metrics_count_a_finished_run_its_attempts_tokens_cost_and_duratio
 
 async def test_metrics_count_failed_attempts_by_error_type(start_bot: StartBot, fake_model: FakeModel) -> None:
     fake_model.default = Reply.status(500)
-    bot = await start_bot(flow(fake_model, steps=ONE_STEP), settings=fresh())
-    run = await bot.start_run()
+    run, samples = await run_once(start_bot, fake_model)
     assert run.status == "failed"
-    samples = await scrape(bot)
     assert sample(samples, "overseer_attempts_total", status="failed", error_type="TransientError") == 3
     assert sample(samples, "overseer_runs", workflow="writer", status="failed") == 1
     assert sample(samples, "overseer_run_duration_seconds_count", workflow="writer", status="failed") == 1
