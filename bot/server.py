@@ -36,6 +36,8 @@ from agents.errors import DatabaseUnavailable
 from agents.runner import Runner
 from agents.loading import load_workflows
 from agents.spec import WorkflowSpec
+from bot.health import Health
+from bot.metrics import metrics_of
 from bot.pages.links import links_from
 from bot import redaction
 from bot.pages.routes import page_routes
@@ -74,6 +76,7 @@ class Services:
     endpoint: EventsEndpoint | None = None  # HTTP mode only: Socket Mode serves no Slack route over HTTP
     socket: AsyncSocketModeHandler | None = None  # Socket Mode, once serve has set it up
     settings: Settings | None = None
+    socket_connected: Callable[[], Awaitable[bool]] | None = None  # Socket Mode's connection check; /healthz asks it
     extra_tasks: list[TaskFactory] = field(default_factory=list)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -126,10 +129,6 @@ class Services:
         except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
             log.warning("health.database_unavailable", error=f"{type(exc).__name__}: {exc}")
             return False
-
-    async def slack_connected(self) -> bool | None:
-        """Whether the Socket Mode connection is up (None in HTTP mode, where Slack calls us)."""
-        return None if self.socket is None else await self.socket.client.is_connected()
 
 
 async def run_scheduler(services: Services) -> None:
@@ -186,30 +185,27 @@ def create_asgi_app(services: Services, *, manage_tasks: bool = True) -> Starlet
     """GET /healthz, the run pages and, in HTTP mode, POST /slack/events (slash commands, interactivity); the lifespan runs the tasks."""
 
     async def healthz(request: Request) -> Response:
-        database, slack = await services.healthy(), await services.slack_connected()
-        body: dict[str, Any] = {"status": "ok" if database and slack is not False else "unavailable",
-                                "database": "ok" if database else "unavailable"}
-        if slack is not None:
-            body["slack"] = "connected" if slack else "disconnected"
-        if body["status"] == "ok":
-            return JSONResponse({**body, "active_runs": len(services.runner.active)})
-        return JSONResponse(body, status_code=503)
+        report = await Health.of(services).check()
+        return JSONResponse({**report, "active_runs": len(services.runner.active)}, status_code=200 if report["ok"] else 503)
+
+    metrics = metrics_of(services)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         if manage_tasks:
             await services.start()
         try:
-            yield
+            async with metrics.refreshing() if manage_tasks else contextlib.nullcontext():
+                yield
         finally:
             if manage_tasks:
                 await services.stop()
 
-    routes = [Route("/healthz", healthz, methods=["GET"]),
+    routes = [Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics.endpoint, methods=["GET"]),
               *page_routes(services.db, links_from(services.settings), redact=redaction.redact)]
     if services.endpoint is not None:
         routes.append(Route("/slack/events", services.endpoint.handle, methods=["POST"]))
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, middleware=[metrics.middleware()], lifespan=lifespan)
 
 
 async def serve(settings: Settings, *, tasks: list[TaskFactory] | None = None) -> None:
@@ -313,6 +309,7 @@ async def _serve(settings: Settings, *, tasks: list[TaskFactory]) -> None:
         if settings.socket_mode:
             assert settings.slack_app_token is not None
             services.socket = await socket_mode_handler(services.app, settings.slack_app_token.get_secret_value())
+            services.socket_connected = services.socket.client.is_connected
         await services.warm_up()
         # Requests still open a second after a stop are cut: Slack's are acked within milliseconds.
         config = uvicorn.Config(create_asgi_app(services), host=settings.host, port=settings.port, log_level="warning",

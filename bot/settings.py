@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, validation_alias="OVERSEER_PUBLIC_URL")
     secret_key: SecretStr | None = Field(None, validation_alias="OVERSEER_SECRET_KEY")
     link_days: float = Field(7.0, gt=0, validation_alias="OVERSEER_LINK_DAYS")
+    # /metrics and /healthz: the scrape token (none: keep /metrics private), how often the database numbers
+    # are re-read, and how old the outbox's oldest message may get before /healthz calls the dispatcher stuck.
+    metrics_token: SecretStr | None = Field(None, validation_alias="OVERSEER_METRICS_TOKEN")
+    metrics_refresh_seconds: float = Field(15.0, ge=0, validation_alias="OVERSEER_METRICS_REFRESH_SECONDS")
+    health_backlog_seconds: float = Field(300.0, gt=0, validation_alias="OVERSEER_HEALTH_BACKLOG_SECONDS")
     log_format: Literal["auto", "json", "console"] = Field("auto", validation_alias="OVERSEER_LOG_FORMAT")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", validation_alias=AliasChoices("OVERSEER_LOG_LEVEL", "LOG_LEVEL")
