@@ -49,7 +49,9 @@ async def test_acks_are_fast_even_while_runs_are_working(start_bot: StartBot, fa
     await asyncio.gather(*(bot.command("status") for _ in range(10)))
     worst, median = max(bot.ack_times), statistics.median(bot.ack_times)
     print(f"\nack latency over {len(bot.ack_times)} signed slash commands: median {median * 1000:.1f} ms, max {worst * 1000:.1f} ms")
-    assert worst < 1.0
+    # Slack gives up on an ack after 3 s; a run is committed before its ack, so leave room for a slow disk.
+    # How fast acks are is measured by bench/slack_ack.py, not here.
+    assert worst < 2.5
     await bot.idle()
 
 
