@@ -15,7 +15,8 @@ import yaml
 from pydantic import ValidationError
 
 from agents.bounds import MAX_DEPTH, MAX_VALUES, shape_problem
-from agents.errors import InvalidInputs, SpecError
+from agents.contract import check_output
+from agents.errors import BadOutput, InvalidInputs, SpecError
 from agents.inputs import coerce_inputs
 from agents.spec import WorkflowSpec
 from agents.templates import check_spec_templates
@@ -36,6 +37,20 @@ def _where(data: Any, loc: tuple[Any, ...]) -> str:
             parts.append(str(item)[:80])  # a key may be a name too long to be valid
             node = node.get(item) if isinstance(node, dict) else None
     return ".".join(parts) or "(top level)"
+
+
+def _example_problems(spec: WorkflowSpec) -> list[str]:
+    """A step's `example:` (what a mocked run answers) must keep the step's own output contract."""
+    problems = []
+    for index, step in enumerate(spec.steps):
+        example = getattr(step, "example", None)
+        if example is None:
+            continue
+        try:
+            check_output(step.output, example)
+        except BadOutput as exc:
+            problems.append(f"steps[{index}] ({step.name}).example: breaks the step's output contract: {exc}")
+    return problems
 
 
 def parse_spec(data: Any, source: str) -> WorkflowSpec:
@@ -62,7 +77,7 @@ def _validated(data: dict[str, Any], source: str) -> WorkflowSpec:
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{source}: {_where(data, tuple(err['loc']))}: {msg}")
         raise SpecError("\n".join(dict.fromkeys(lines))) from None
-    problems = check_spec_templates(spec)
+    problems = check_spec_templates(spec) + _example_problems(spec)
     if spec.schedule is not None:
         try:
             coerce_inputs(spec, dict(spec.schedule.inputs))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from slack_sdk.web.async_client import AsyncWebClient
@@ -19,9 +19,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 from storage import metrics_queries
 from storage.db import Database
 from storage.models import utcnow
-
-if TYPE_CHECKING:
-    from bot.server import Services
 
 log = structlog.get_logger("overseer.health")
 
@@ -38,13 +35,6 @@ class Health:
     socket_connected: Callable[[], Awaitable[bool]] | None = None
     stuck_after_s: float = STUCK_BACKLOG_SECONDS
     timeout_s: float = 3.0
-
-    @classmethod
-    def of(cls, services: Services) -> Health:
-        """The health of a running bot, with the threshold from its settings."""
-        settings = services.settings
-        return cls(services.db, services.client, services.healthy, socket_connected=services.socket_connected,
-                   stuck_after_s=settings.health_backlog_seconds if settings else STUCK_BACKLOG_SECONDS)
 
     async def check(self) -> dict[str, Any]:
         """One report: "ok" or what is wrong, per part, and `ok` over them all."""

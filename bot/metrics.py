@@ -16,7 +16,6 @@ import contextlib
 import hmac
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import TYPE_CHECKING
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
@@ -31,9 +30,6 @@ from storage import metrics_queries
 from storage.db import Database
 from storage.metrics_queries import Snapshot
 from storage.models import utcnow
-
-if TYPE_CHECKING:
-    from bot.server import Services
 
 log = structlog.get_logger("overseer.metrics")
 
@@ -172,11 +168,3 @@ class AckLatency:
 
         await self.app(scope, receive, timed)
 
-
-def metrics_of(services: Services) -> Metrics:
-    """The metrics of a running bot, configured from its settings (defaults without any)."""
-    settings = services.settings
-    if settings is None:
-        return Metrics(services.db)
-    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
-    return Metrics(services.db, refresh_seconds=settings.metrics_refresh_seconds, token=token)

@@ -36,8 +36,8 @@ from agents.errors import DatabaseUnavailable
 from agents.runner import Runner
 from agents.loading import load_workflows
 from agents.spec import WorkflowSpec
-from bot.health import Health
-from bot.metrics import metrics_of
+from bot.health import STUCK_BACKLOG_SECONDS, Health
+from bot.metrics import Metrics
 from bot.pages.links import links_from
 from bot import redaction
 from bot.pages.routes import page_routes
@@ -183,12 +183,19 @@ def build_services(
 
 def create_asgi_app(services: Services, *, manage_tasks: bool = True) -> Starlette:
     """GET /healthz, the run pages and, in HTTP mode, POST /slack/events (slash commands, interactivity); the lifespan runs the tasks."""
+    settings = services.settings
+    stuck_after_s = settings.health_backlog_seconds if settings else STUCK_BACKLOG_SECONDS
+    token = settings.metrics_token.get_secret_value() if settings and settings.metrics_token else None
+    metrics = Metrics(services.db, token=token,
+                      **({"refresh_seconds": settings.metrics_refresh_seconds} if settings else {}))
 
     async def healthz(request: Request) -> Response:
-        report = await Health.of(services).check()
+        # Built per request: serve sets the Socket Mode check once the connection exists.
+        health = Health(services.db, services.client, services.healthy, socket_connected=services.socket_connected,
+                        stuck_after_s=stuck_after_s)
+        report = await health.check()
         return JSONResponse({**report, "active_runs": len(services.runner.active)}, status_code=200 if report["ok"] else 503)
 
-    metrics = metrics_of(services)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
