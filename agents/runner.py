@@ -19,7 +19,6 @@ class Runner:
 
     def __init__(self, engine: Engine, *, concurrency: int = 8, poll_seconds: float = 2.0) -> None:
         self.engine = engine
-        self.concurrency = concurrency
         self.poll_seconds = poll_seconds
         self.slots = Slots(concurrency, on_free=self.kick)
         self._wake = asyncio.Event()
