@@ -100,5 +100,9 @@ class Runner:
             task.cancel()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*self._tasks.values(), return_exceptions=True), timeout)
-        released = await self.engine.lease.release_all()
+        try:  # bounded: a database that cannot take the write now must not hold the stop; leases lapse anyway
+            released = await asyncio.wait_for(self.engine.lease.release_all(), max(timeout, 1.0))
+        except Exception as exc:  # noqa: BLE001 - stopping (a timeout included): report and go on
+            log.warning("runner.release_failed", error=f"{type(exc).__name__}: {exc}")
+            return
         log.info("runner.stopped", leases_released=released)
