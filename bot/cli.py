@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     Everything it prints (results, progress, errors) goes through the process's redactor.
     """
     from bot import redaction
+    from bot.settings import load_env_file
 
+    load_env_file()  # before the redactor learns the environment's secrets: .env's are secrets too
     redaction.install()  # the environment's secrets, before anything can be printed
     with redirect_stdout(redaction.Redacting(sys.stdout)), redirect_stderr(redaction.Redacting(sys.stderr)):
         args = _parse(argv)

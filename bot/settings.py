@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Literal
 
+import dotenv
+
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -151,6 +153,15 @@ def load_settings(**overrides: object) -> Settings:
         field = str(err["loc"][0]) if err["loc"] else "?"
         env = _env_name(field) if field in Settings.model_fields else field
         raise ConfigError(f"{env}: {err['msg'].removeprefix('Value error, ')}") from None
+
+
+def load_env_file(path: Path = Path(".env")) -> bool:
+    """Read KEY=VALUE lines from `path` (the working directory's .env) into the environment; what the
+    environment already sets wins. Whether there was a file."""
+    if not path.is_file():
+        return False
+    dotenv.load_dotenv(path, override=False)
+    return True
 
 
 def secrets_from_env() -> dict[str, str]:

@@ -32,7 +32,7 @@ def test_the_image_runs_migrations_then_the_same_cli_the_tests_run(tmp_path: Pat
 def test_the_manifest_asks_for_exactly_the_scopes_the_bot_uses() -> None:
     manifest = yaml.safe_load((REPO / "bot" / "manifest.yaml").read_text())
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
-    assert scopes == {"commands", "chat:write", "chat:write.public", "files:write", "usergroups:read", "users:read",
+    assert scopes == {"commands", "chat:write", "chat:write.public", "files:write", "usergroups:read",
                       "channels:history", "groups:history"}
     [command] = manifest["features"]["slash_commands"]
     assert command["command"] == "/overseer" and command["url"].endswith("/slack/events")
@@ -46,3 +46,11 @@ def test_known_bad_litellm_releases_are_excluded() -> None:
     litellm = re.search(r'"litellm([^"]*)"', pyproject)
     assert litellm is not None
     assert "!=1.82.7" in litellm.group(1) and "!=1.82.8" in litellm.group(1)
+
+
+def test_the_image_context_leaves_secrets_and_local_data_out_and_compose_mounts_the_specs() -> None:
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {".env", "*.db", ".venv", ".git"} <= set(ignored) and "!.env.example" in ignored
+    assert ".env" in (REPO / ".gitignore").read_text().split()
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())
+    assert "./workflows:/app/workflows:ro" in compose["services"]["overseer"]["volumes"]
