@@ -204,3 +204,20 @@ async def test_with_several_approvers_an_edit_is_the_next_version_approved_by_it
     await engine.decide(run_id, "draft", action="approve", by="U0BEA", version=2)
     assert await engine.advance(run_id) == "succeeded"
     assert fake_model.requests[-1].body["messages"][-1]["content"] == "Polish Barn owls"
+
+
+def test_the_checkpoint_keys_default_and_approvals_cannot_exceed_the_approvers_listed() -> None:
+    from agents.errors import SpecError
+    from agents.loading import parse_spec
+
+    def spec(checkpoint: Any, approvers: list[str]) -> WorkflowSpec:
+        return parse_spec({"name": "w", "approvers": approvers,
+                           "steps": [{"name": "s", "model": "m", "prompt": "p", "checkpoint": checkpoint}]}, "w.yaml")
+
+    cp = spec(True, ["U0ANN"]).steps[0].checkpoint
+    assert (cp.max_revisions, cp.approvals, cp.self_approval) == (3, 1, True)
+    with pytest.raises(SpecError, match="approvals is 3 but only 2 approver"):
+        spec({"approvals": 3}, ["U0ANN", "U0BEA"])
+    assert spec({"approvals": 3}, ["U0ANN", "S0EDITORS"]).steps[0].checkpoint.approvals == 3  # a group may hold more
+    with pytest.raises(SpecError, match="max_revisions"):
+        spec({"max_revisions": -1}, ["U0ANN"])
