@@ -247,7 +247,7 @@ class WorkflowSpec(_Frozen):
             raise ValueError("approvers: a workflow with a checkpoint needs at least one approver")
         people = [a for a in self.approvers if not a.startswith("S")]  # a user group may hold any number
         for step in self.steps:
-            needed = step.checkpoint.approvals if step.checkpoint else 1
+            needed = step.checkpoint.approvals if step.checkpoint else 0
             if needed > len(people) and len(people) == len(self.approvers):
                 raise ValueError(f"step {step.name!r}: checkpoint.approvals is {needed} but only {len(people)} approver(s) are listed")
         return self
