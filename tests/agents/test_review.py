@@ -221,3 +221,19 @@ def test_the_checkpoint_keys_default_and_approvals_cannot_exceed_the_approvers_l
     assert spec({"approvals": 3}, ["U0ANN", "S0EDITORS"]).steps[0].checkpoint.approvals == 3  # a group may hold more
     with pytest.raises(SpecError, match="max_revisions"):
         spec({"max_revisions": -1}, ["U0ANN"])
+
+
+async def test_a_revised_version_gets_its_deadlines_afresh(db: Any, fake_model: FakeModel) -> None:
+    from agents.deadlines import check_deadlines
+    from tests.ops.clock import Clock, clocked_engine
+
+    clock = Clock()
+    engine = clocked_engine(db, clock)
+    fake_model.default = Reply.json({"title": "Owls"})
+    run_id = await waiting_run(engine, reviewed(fake_model, remind_after="2h", timeout="6h"))
+    assert await check_deadlines(db, now=clock.advance(hours=2)) == [f"reminded {run_id}/draft"]
+    clock.advance(minutes=30)
+    await engine.revise(run_id, "draft", by="U0ANN", note="again")
+    assert await engine.advance(run_id) == "awaiting_approval"
+    assert await check_deadlines(db, now=clock.advance(hours=1)) == []  # v2 has waited 1 h, not 3.5
+    assert await check_deadlines(db, now=clock.advance(hours=1)) == [f"reminded {run_id}/draft"]

@@ -54,8 +54,11 @@ async def test_revise_asks_for_a_note_reruns_the_step_and_the_new_version_takes_
     assert f"v2, revised after <@{BOSS}>'s note" in text_of(second) and "Barn owls" in text_of(second)
     assert "<!here>" not in text_of(first) + text_of(second)
 
-    await bot.click(bk.APPROVE, f"{run.id}:draft:1")  # the old message's button, clicked late
-    assert "a newer version is up" in await told(bot, BOSS, "newer version")
+    for stale in ALL_FOUR:  # the old message's buttons, clicked late: refused, no modal opens
+        await bot.click(stale, f"{run.id}:draft:1")
+    await bot.fake.wait_for_async(lambda f: len([e for e in f.ephemerals if "a newer version is up" in e["text"]]) == 4,
+                                  what="four refusals")
+    assert len(bot.fake.views) == 1  # only the Revise modal opened at v1
     await bot.idle()
     async with bot.db.sessions() as session:
         assert list(await run_queries.decisions(session=session, run_id=run.id)) == []
@@ -134,7 +137,7 @@ async def test_without_self_approval_the_starter_is_refused_and_the_refusal_reco
     assert (await bot.run(run.id)).status == "awaiting_approval"
     async with bot.db.sessions() as session:
         refused = list(await run_queries.events(session=session, run_id=run.id, kind="decision_refused"))
-    assert [(e.actor, e.detail["action"], e.detail["reason"]) for e in refused] == [
+    assert sorted((e.actor, e.detail["action"], e.detail["reason"]) for e in refused) == [
         (ALICE, "approve", "self_approval"), (ALICE, "edit", "self_approval")]
 
     await bot.click(bk.APPROVE, f"{run.id}:draft:1", user=BOSS)
