@@ -34,6 +34,7 @@ async def test_revise_at_the_prompt_reruns_the_step_with_the_note_and_the_new_ve
     text = out.decode()
     assert proc.returncode == 0, err.decode()
     assert "revising: v2 follows (1 revision(s) left)" in text and "Barn owls at dusk" in text
+    assert "↻ draft v1 sent back by cli:" in text
     run = await only_run(db)
     assert run.status == "succeeded"
     second = fake_model.requests[1].body["messages"]
