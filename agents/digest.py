@@ -42,7 +42,9 @@ How far the agents get alone:
   window (as median_decision_s), with how many they took; by approver id.
 - untouched_share_14d: approved as is / human decisions (approve, edit, reject) taken in the 14 days
   before `now`, whatever the window. None without decisions.
-- Revision rate is not reported: there is no Revise action yet.
+- revisions: checkpoint versions sent back with a note (Revise) in the window; revisions_by_checkpoint
+  the 3 checkpoints (steps; "workflow/step" in the totals) sent back most; revision_rate: revisions /
+  human decisions (approve, edit, reject) taken in the window. None without decisions.
 """
 
 from __future__ import annotations
@@ -134,6 +136,9 @@ class WorkflowDigest:
     top_reject_reasons: list[ReasonCount] = field(default_factory=list)
     median_decision_by_approver: list[ApproverWait] = field(default_factory=list)
     untouched_share_14d: float | None = None
+    revisions: int = 0
+    revision_rate: float | None = None
+    revisions_by_checkpoint: list[StepCount] = field(default_factory=list)
 
     @staticmethod
     def activity(payload: dict[str, Any]) -> int:
@@ -150,6 +155,7 @@ class WorkflowDigest:
         values["daily_success_rate"] = list(data.get("daily_success_rate", [None] * SERIES_DAYS))
         values["top_reject_reasons"] = [ReasonCount(**r) for r in data.get("top_reject_reasons", [])]
         values["median_decision_by_approver"] = [ApproverWait(**a) for a in data.get("median_decision_by_approver", [])]
+        values["revisions_by_checkpoint"] = [StepCount(**s) for s in data.get("revisions_by_checkpoint", [])]
         return cls(**values)
 
 
@@ -251,6 +257,7 @@ class _Raw:
         self.reasons: dict[str, int] = defaultdict(int)
         self.approver_waits: dict[str, list[float]] = defaultdict(list)
         self.untouched = self.decided_14d = 0
+        self.revised: dict[tuple[str, str], int] = defaultdict(int)  # (workflow, checkpoint step) -> revisions
 
     def merge(self, other: _Raw) -> None:
         self.started += other.started
@@ -283,6 +290,18 @@ class _Raw:
             self.approver_waits[k].extend(waits)
         self.untouched += other.untouched
         self.decided_14d += other.decided_14d
+        for k, v in other.revised.items():
+            self.revised[k] += v
+
+    def _revisions(self) -> dict[str, Any]:
+        """The revision figures: per checkpoint (named by step alone within one workflow)."""
+        alone = len({wf for wf, _ in self.revised}) <= 1
+        named = sorted(((step if alone else f"{wf}/{step}", n) for (wf, step), n in self.revised.items()),
+                       key=lambda kv: (-kv[1], kv[0]))
+        total = sum(self.revised.values())
+        humans = sum(self.actions[a] for a in HUMAN_ACTIONS)
+        return {"revisions": total, "revision_rate": total / humans if humans else None,
+                "revisions_by_checkpoint": [StepCount(k, v) for k, v in named[:TOP_STEPS]]}
 
     def digest(self, workflow: str) -> WorkflowDigest:
         s = self.status
@@ -318,6 +337,7 @@ class _Raw:
                 ApproverWait(k, percentile(sorted(w), 0.5) or 0.0, len(w)) for k, w in sorted(self.approver_waits.items())
             ],
             untouched_share_14d=_rate(self.untouched, self.decided_14d),
+            **self._revisions(),
         )
 
 
@@ -389,6 +409,8 @@ async def compute_digest(
             raw[wf].durations.append(seconds)
         for wf, n in await dq.escalations(session=session, start=start, end=now):
             raw[wf].held = n
+        for wf, step, n in await dq.revisions_per_checkpoint(session=session, start=start, end=now):
+            raw[wf].revised[(wf, step)] += n
     total = _Raw()
     for r in raw.values():
         total.merge(r)

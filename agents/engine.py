@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from agents import checkpoints, model_call, outbox
+from agents import checkpoints, model_call, outbox, revisions
 from agents.errors import Crashed, InvalidState, PermanentError, StepError, UnknownRun
 from agents.fetch_guard import FetchPolicy
 from agents.lease import Lease, LeaseLost, default_owner
@@ -315,6 +315,7 @@ class Engine:
         if waiting:
             done = outbox.CheckpointWaiting(
                 step=step.name, output=success.output, format=step.output.format, approvers=list(driving.spec.approvers),
+                version=revisions.version_of(driving.steps[index].input_override),
             )
         else:
             done = outbox.StepSucceeded(step=step.name)
@@ -378,12 +379,17 @@ class Engine:
         return status
 
     async def decide(
-        self, run_id: str, step: str, *, action: str, by: str, edited: Any = None, reason: str | None = None
+        self, run_id: str, step: str, *, action: str, by: str, edited: Any = None, reason: str | None = None,
+        version: int | None = None,
     ) -> checkpoints.DecisionOutcome:
         """The one entry point every surface calls to decide a checkpoint (see agents.checkpoints)."""
         return await checkpoints.decide(
-            self.db, run_id, step, action=action, by=by, now=self.clock(), edited=edited, reason=reason
+            self.db, run_id, step, action=action, by=by, now=self.clock(), edited=edited, reason=reason, version=version,
         )
+
+    async def revise(self, run_id: str, step: str, *, by: str, note: str, version: int | None = None) -> checkpoints.RevisionOutcome:
+        """Send a waiting checkpoint back with a note: the step runs again (see agents.checkpoints.revise)."""
+        return await checkpoints.revise(self.db, run_id, step, by=by, note=note, version=version, now=self.clock())
 
     async def pending_step(self, run_ref: str) -> tuple[str, str, Any, WorkflowSpec]:
         """(run id, step, output, spec) of the checkpoint a run waits at."""
@@ -405,7 +411,7 @@ class Engine:
                 crashes=0,
             ):
                 raise InvalidState(f"run {run.id} was retried by someone else just now")
-            override = step_input if step_input is not None else failed.input_override
+            override = revisions.carry(failed.input_override, step_input) if step_input is not None else failed.input_override
             await run_queries.set_step_status(
                 session=session, step_run_id=failed.id, to=StepStatus.PENDING, allowed_from=(StepStatus.FAILED,), error=None,
                 input_override=override, retry_base=failed.attempts,  # a person's retry: a fresh attempt budget

@@ -67,6 +67,17 @@ class AlreadyDecided(InvalidState):
         self.action = action
 
 
+class StaleVersion(InvalidState):
+    """A click on a checkpoint version that is no longer the one waiting: it decides nothing."""
+
+    code = "stale_version"
+
+    def __init__(self, message: str, *, shown: int, current: int) -> None:
+        super().__init__(message)
+        self.shown = shown
+        self.current = current
+
+
 class DatabaseUnavailable(OverseerError):
     code = "database_unavailable"
 

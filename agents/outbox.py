@@ -80,6 +80,7 @@ class CheckpointWaiting(Announcement):
     output: Any
     format: str
     approvers: list[str]
+    version: int = 1  # what its buttons carry; a click on an older version decides nothing
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,32 @@ class CheckpointDecided(Announcement):
     reason: str | None = None
     chars_changed: int = 0
     chars_total: int = 0
+    version: int = 1
+    approvers: list[str] = field(default_factory=list)  # everyone whose approval counted, with several
+
+
+@dataclass(frozen=True)
+class CheckpointApproved(Announcement):
+    """One approval of several needed: the run waits on for the rest."""
+
+    kind: ClassVar[str] = "checkpoint_approved"
+    step: str
+    version: int
+    by: str
+    approvers: list[str]
+    needed: int
+
+
+@dataclass(frozen=True)
+class CheckpointRevising(Announcement):
+    """A version sent back with a note: the step runs again, and the next version replaces it."""
+
+    kind: ClassVar[str] = "checkpoint_revising"
+    step: str
+    version: int  # the version revised
+    by: str
+    note: str
+    at: str  # ISO time
 
 
 @dataclass(frozen=True)
@@ -208,7 +235,7 @@ KINDS: dict[str, type[Announcement]] = {
     cls.kind: cls
     for cls in (
         RunStarted, StepStarted, AttemptFailed, StepSucceeded, CheckpointWaiting, CheckpointDecided,
-        CheckpointReminder, CheckpointEscalated, StepFailed, RunRetried, RunFinished, DigestReady, StartConfirmed,
+        CheckpointApproved, CheckpointRevising, CheckpointReminder, CheckpointEscalated, StepFailed, RunRetried, RunFinished, DigestReady, StartConfirmed,
     )
 }
 # Kinds that only move the run's parent message (a surface may coalesce consecutive ones).

@@ -118,6 +118,9 @@ class CheckpointSpec(_Frozen):
     remind_after: Duration | None = None
     escalate_to: tuple[str, ...] = ()
     on_timeout: Literal["reject", "hold"] = "reject"
+    max_revisions: int = Field(3, ge=0, le=20)  # Revise rounds (a re-run with the approver's note); 0: no Revise
+    approvals: int = Field(1, ge=1, le=20)  # distinct approvers needed before the run goes on
+    self_approval: bool = True  # false: the run's starter may not approve (or edit) it
 
     @field_validator("escalate_to")
     @classmethod
@@ -242,6 +245,11 @@ class WorkflowSpec(_Frozen):
             seen.add(step.name)
         if any(s.checkpoint for s in self.steps) and not self.approvers:
             raise ValueError("approvers: a workflow with a checkpoint needs at least one approver")
+        people = [a for a in self.approvers if not a.startswith("S")]  # a user group may hold any number
+        for step in self.steps:
+            needed = step.checkpoint.approvals if step.checkpoint else 0
+            if needed > len(people) and len(people) == len(self.approvers):
+                raise ValueError(f"step {step.name!r}: checkpoint.approvals is {needed} but only {len(people)} approver(s) are listed")
         return self
 
     def step(self, name: str) -> ModelStep | ToolStep:

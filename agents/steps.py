@@ -16,6 +16,7 @@ from agents.contract import check_output, contract_instructions
 from agents.errors import AttemptsSpent, BadOutput, BudgetExceeded, CallTimeout, StepError
 from agents.fetch_guard import FetchPolicy
 from agents.retry import retrying, waits_too_long
+from agents.revisions import revision_messages
 from agents.slots import wait_out
 from agents.spec import ModelStep, ToolStep, WorkflowSpec
 from agents.lease import Lease
@@ -160,7 +161,7 @@ class StepCaller:
         system = "\n\n".join(p for p in (call_input.get("system"), contract_instructions(step.output)) if p)
         messages = [{"role": "system", "content": system}] if system else []
         messages.append({"role": "user", "content": str(call_input.get("prompt", ""))})
-        return messages + feedback
+        return messages + revision_messages(call_input) + feedback
 
     def _start_row(
         self, state: _StepState, spec: WorkflowSpec, step: ModelStep | ToolStep, call_input: Any, target: str,

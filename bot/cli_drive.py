@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from typing import Any, TextIO
 
-from agents.errors import ContractViolation, InvalidState
+from agents.errors import AlreadyDecided, InvalidState, UserInputError
 from agents.text import as_text
 from bot.cli_render import progress_line
 from bot.format import duration
@@ -83,28 +83,53 @@ async def _checkpoint(engine: Any, run_id: str, *, yes: bool, out: TextIO) -> bo
     run_id, step, output, spec = await engine.pending_step(run_id)
     print(f"\n── checkpoint: {step} ──\n{as_text(output)}\n", file=out, flush=True)
     if yes:
-        await engine.decide(run_id, step, action=Action.APPROVE, by=cli_user())
+        outcome = await engine.decide(run_id, step, action=Action.APPROVE, by=cli_user())
         print("  approved (--yes)", file=out, flush=True)
-        return True
+        return _goes_on(outcome, out)
     while True:
-        answer = await _ask("[a]pprove, [e]dit, [r]eject? ")
+        answer = await _ask("[a]pprove, [e]dit, [v] revise with a note, [r]eject? ")
         if answer is None:
             return False
-        choice = answer[:1].lower()
-        if choice == "a":
-            await engine.decide(run_id, step, action=Action.APPROVE, by=cli_user())
-            return True
-        if choice == "r":
-            reason = await _ask("reason: ")
-            await engine.decide(run_id, step, action=Action.REJECT, by=cli_user(), reason=reason or None)
-            return True
-        if choice == "e":
-            edited = await asyncio.to_thread(_edit_in_editor, as_text(output), spec.step(step).output.format)
-            try:
-                await engine.decide(run_id, step, action=Action.EDIT, by=cli_user(), edited=edited)
-                return True
-            except ContractViolation as exc:
-                print(f"  {exc}; nothing changed, try again", file=out, flush=True)
+        try:
+            decided = await _answer(engine, run_id, step, answer[:1].lower(), output, spec, out)
+        except AlreadyDecided:
+            raise  # decided elsewhere just now: nothing left to ask
+        except UserInputError as exc:  # a broken edit, no revisions left, already approved, the starter's own run
+            print(f"  {exc}; nothing changed, try again", file=out, flush=True)
+            continue
+        if decided is not None:
+            return decided
+
+
+async def _answer(engine: Any, run_id: str, step: str, choice: str, output: Any, spec: Any, out: TextIO) -> bool | None:
+    """Act on one answer at the prompt: whether the drive goes on, or None to ask again."""
+    by = cli_user()
+    if choice == "a":
+        return _goes_on(await engine.decide(run_id, step, action=Action.APPROVE, by=by), out)
+    if choice == "r":
+        reason = await _ask("reason: ")
+        await engine.decide(run_id, step, action=Action.REJECT, by=by, reason=reason or None)
+        return True
+    if choice == "e":
+        edited = await asyncio.to_thread(_edit_in_editor, as_text(output), spec.step(step).output.format)
+        return _goes_on(await engine.decide(run_id, step, action=Action.EDIT, by=by, edited=edited), out)
+    if choice == "v":
+        note = await _ask("what should change? ")
+        if not note:
+            return None
+        revised = await engine.revise(run_id, step, by=by, note=note)
+        print(f"  revising: v{revised.version} follows ({revised.revisions_left} revision(s) left)", file=out, flush=True)
+        return True
+    return None
+
+
+def _goes_on(outcome: Any, out: TextIO) -> bool:
+    """Whether the run moves on; with several approvals needed, say how many are still missing."""
+    if outcome.run_status == RunStatus.AWAITING_APPROVAL and outcome.approvers:
+        print(f"  {len(outcome.approvers)} of {outcome.needed} approved; the others decide in Slack "
+              f"or with `overseer resume {outcome.run_id}`", file=out, flush=True)
+        return False
+    return True
 
 
 def _edit_in_editor(text: str, fmt: str) -> str:

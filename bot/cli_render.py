@@ -121,6 +121,10 @@ def progress_line(message: OutboxMessage) -> str | None:
         case outbox.CheckpointDecided():
             reason = f": {a.reason}" if a.reason else ""
             return f"  → {a.step}: {a.action} by {a.by}{reason}"
+        case outbox.CheckpointApproved():
+            return f"  → {a.step} v{a.version}: {len(a.approvers)} of {a.needed} approved, by {', '.join(a.approvers)}"
+        case outbox.CheckpointRevising():
+            return f"  ↻ {a.step} v{a.version} sent back by {a.by}: {a.note[:200]}"
         case outbox.StepFailed():
             return _failure_lines(a)
         case outbox.RunRetried():

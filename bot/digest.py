@@ -77,6 +77,8 @@ def _checkpoints_line(w: dict[str, Any]) -> str:
              f"{w['checkpoint_expired']} expired"]
     if w.get("escalations_held"):
         parts.append(f"{w['escalations_held']} held")
+    if w.get("revisions"):
+        parts.append(f"{w['revisions']} revised")
     return " · ".join(parts)
 
 
@@ -93,6 +95,9 @@ def _alone_rows(w: dict[str, Any], esc: bool) -> list[tuple[str, str]]:
         )))
     if w.get("top_reject_reasons"):
         rows.append(("rejects", ", ".join(f"{name(r['reason'])} ×{r['count']}" for r in w["top_reject_reasons"])))
+    if w.get("revisions"):
+        per = ", ".join(f"{name(s['step'])} ×{s['count']}" for s in w.get("revisions_by_checkpoint") or [])
+        rows.append(("revisions", f"{w['revisions']} ({pct(w.get('revision_rate'))} of decisions) · {per}"))
     if w.get("median_decision_by_approver"):
         rows.append(("approvers", " · ".join(
             f"{name(a['approver'])} {duration(a['median_s'])} ({a['decisions']})" for a in w["median_decision_by_approver"]

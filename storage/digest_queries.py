@@ -18,7 +18,7 @@ from sqlalchemy import Float, Integer, and_, case, cast, extract, func, literal,
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from storage.models import Attempt, Decision, Event, OutboxMessage, Run, StepRun
+from storage.models import Attempt, CheckpointVersion, Decision, Event, OutboxMessage, Run, StepRun
 from storage.status import Action, RunStatus, StepStatus
 
 ESCALATION_EVENT = "checkpoint_escalated"
@@ -209,8 +209,21 @@ async def run_finishes(
     return [(w, r, at, str((p or {}).get("status"))) for w, r, at, p in rows.all()]
 
 
+async def revisions_per_checkpoint(*, session: AsyncSession, start: datetime, end: datetime) -> list[tuple[str, str, int]]:
+    """(workflow, checkpoint step, versions sent back with a note in [start, end)). No index on outcome:
+    checkpoint_versions holds a few rows per decided checkpoint, found through ix_checkpoint_versions_at."""
+    rows = await session.execute(
+        select(Run.workflow, CheckpointVersion.step, func.count())
+        .select_from(CheckpointVersion)
+        .join(Run, Run.id == CheckpointVersion.run_id)
+        .where(CheckpointVersion.at >= start, CheckpointVersion.at < end, CheckpointVersion.outcome == "revised")
+        .group_by(Run.workflow, CheckpointVersion.step)
+    )
+    return [(w, s, int(n)) for w, s, n in rows.all()]
+
+
 __all__ = [
     "ESCALATION_EVENT", "attempt_totals", "decision_totals", "decision_waits", "escalations",
     "failed_steps", "retry_exhaustions", "run_durations", "runs_finished_by_day", "runs_started",
-    "runs_waiting", "reject_reasons", "run_finishes",
+    "runs_waiting", "reject_reasons", "run_finishes", "revisions_per_checkpoint",
 ]

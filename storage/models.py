@@ -126,6 +126,9 @@ class StepRun(Base):
     escalated_at: Mapped[datetime | None]
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     retry_base: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # attempts before a human's retry
+    # A checkpoint's version: 1 as first shown, +1 for each revision (or, with several approvers, an edit).
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    revisions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # Revise rounds used
 
     __table_args__ = (
         UniqueConstraint("run_id", "step"),
@@ -183,6 +186,43 @@ class Decision(Base):
     chars_changed: Mapped[int] = mapped_column(Integer, default=0)
     chars_total: Mapped[int] = mapped_column(Integer, default=0)
     wait_s: Mapped[float] = mapped_column(Float, default=0.0)  # from checkpoint to decision
+
+
+class CheckpointVersion(Base):
+    """One version of a checkpoint's output as people saw it, written when it was revised (or superseded
+    by an edit) or decided: what it said, the attempts that made it, and the note asking for the next."""
+
+    __tablename__ = "checkpoint_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    step_run_id: Mapped[int] = mapped_column(ForeignKey("step_runs.id", ondelete="CASCADE"))
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    output: Mapped[Any] = mapped_column(CleanJSON, nullable=True)
+    first_attempt: Mapped[int] = mapped_column(Integer, default=1)  # attempts.number range that made it
+    last_attempt: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[str] = mapped_column(String(20))  # revised | edited | approve | edit | reject | expire
+    note: Mapped[str | None] = mapped_column(CleanText)  # what the reviser asked for
+    by: Mapped[str | None] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    __table_args__ = (UniqueConstraint("step_run_id", "version"),)
+
+
+class Approval(Base):
+    """One approver's approval of one version of a checkpoint that asks for several (checkpoint.approvals)."""
+
+    __tablename__ = "approvals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    step_run_id: Mapped[int] = mapped_column(ForeignKey("step_runs.id", ondelete="CASCADE"))
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    approved_by: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("step_run_id", "version", "approved_by"),)
 
 
 class Event(Base):

@@ -15,6 +15,8 @@ from agents import outbox
 from bot.format import readable
 from bot.pages.links import Links
 from bot.slack import blocks as bk
+from bot.slack import checkpoint_posts
+from bot.slack.checkpoint_posts import checkpoint_key
 from bot.slack.poster import Poster, Stamp, Undeliverable, Where
 from storage import chat_queries, run_queries
 from storage.db import Database
@@ -40,10 +42,6 @@ class Delivery:
         return Stamp(self.id, self.run_id, key, since=self.written_at, look_first=self.again)
 
 
-def checkpoint_key(step: str) -> str:
-    return f"checkpoint:{step}"
-
-
 def failure_key(step: str, outbox_id: int) -> str:
     return f"failure:{step}:{outbox_id}"
 
@@ -59,6 +57,8 @@ class Announcements:
             outbox.RunStarted: self._parent_only, outbox.StepStarted: self._parent_only,
             outbox.AttemptFailed: self._parent_only, outbox.StepSucceeded: self._parent_only,
             outbox.CheckpointWaiting: self._checkpoint_waiting, outbox.CheckpointDecided: self._checkpoint_decided,
+            outbox.CheckpointApproved: lambda d, w: checkpoint_posts.show_approved(self, d, w),
+            outbox.CheckpointRevising: lambda d, w: checkpoint_posts.show_revising(self, d, w),
             outbox.CheckpointReminder: self._reminder, outbox.CheckpointEscalated: self._escalated,
             outbox.StepFailed: self._step_failed, outbox.RunRetried: self._run_retried,
             outbox.RunFinished: self._run_finished,
@@ -118,35 +118,10 @@ class Announcements:
     # --- checkpoints ------------------------------------------------------------------------------
 
     async def _checkpoint_waiting(self, delivery: Delivery, where: Where) -> None:
-        waiting: outbox.CheckpointWaiting = delivery.announcement  # type: ignore[assignment]
-        run_id, notes = str(delivery.run_id), delivery.notes
-        key = checkpoint_key(waiting.step)
-        text, blocks, cut_output = bk.checkpoint_message(run_id, waiting.step, waiting.output, waiting.approvers)
-        if await self.poster.recall(run_id, key) is None:
-            short = [blocks[0], bk.section("_The output is in the attached file._"), blocks[-1]]
-            before = len(notes)
-            await self.poster.post_once(notes, run_id, key, where=where, text=text, blocks=blocks, fallback=text,
-                                        fallback_blocks=short, stamp=delivery.stamp(key))
-            cut_output = cut_output or len(notes) > before
-        if cut_output:
-            fmt = "json" if waiting.format == "json" else "txt"
-            await self.poster.attach(
-                run_id, f"file:{key}", where=where, filename=f"{run_id}-{waiting.step}-output.{fmt}",
-                content=readable(waiting.output), title=f"Output of {waiting.step} (full)",
-            )
+        await checkpoint_posts.show_waiting(self, delivery, where)
 
     async def _checkpoint_decided(self, delivery: Delivery, where: Where) -> None:
-        decided: outbox.CheckpointDecided = delivery.announcement  # type: ignore[assignment]
-        async with self.db.sessions() as session:
-            step_run = await run_queries.get_step_run(session=session, run_id=str(delivery.run_id), step=decided.step)
-        text, blocks = bk.decided_message(
-            decided.step, step_run.output if step_run else None, action=decided.action, by=decided.by, at=decided.at,
-            reason=decided.reason, chars_changed=decided.chars_changed, chars_total=decided.chars_total,
-        )
-        posted = await self.poster.recall(delivery.run_id, checkpoint_key(decided.step))
-        if posted and await self.poster.update(delivery.notes, posted, text=text, blocks=blocks, fallback=text):
-            return
-        await self._note(delivery, where, blocks[-1]["text"]["text"])
+        await checkpoint_posts.show_decided(self, delivery, where)
 
     async def _reminder(self, delivery: Delivery, where: Where) -> None:
         reminder: outbox.CheckpointReminder = delivery.announcement  # type: ignore[assignment]
@@ -219,13 +194,13 @@ class Announcements:
         run_id = str(delivery.run_id)
         async with self.db.sessions() as session:
             run = await run_queries.get_run(session=session, run_id=run_id)
-            waiting = [s.step for s in await run_queries.step_runs(session=session, run_id=run_id)
+            waiting = [(s.step, s.version) for s in await run_queries.step_runs(session=session, run_id=run_id)
                        if s.status == StepStatus.AWAITING_APPROVAL]
         line = bk.finished_note(finished, run)
         if finished.status == RunStatus.CANCELLED:
             await self._close_failure_report(run_id, None, line, delivery.notes)
-            for step in waiting:  # a checkpoint of a cancelled run can no longer be decided
-                posted = await self.poster.recall(run_id, checkpoint_key(step))
+            for step, version in waiting:  # a checkpoint of a cancelled run can no longer be decided
+                posted = await self.poster.recall(run_id, checkpoint_key(step, version))
                 if posted:
                     text, blocks = bk.note(f"Checkpoint `{bk.escape_mrkdwn(step)}`: {line}")
                     await self.poster.update(delivery.notes, posted, text=text, blocks=blocks, fallback=text)

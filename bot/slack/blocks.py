@@ -27,9 +27,11 @@ CONTINUED = "… continued in the attached file"
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _GROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
 
-# action ids: the buttons carry "run_id:step" in their value, nothing else (state lives in the DB)
+# action ids: the buttons carry "run_id:step" in their value (checkpoint buttons "run_id:step:version"),
+# nothing else (state lives in the DB)
 APPROVE = "checkpoint_approve"
 EDIT = "checkpoint_edit"
+REVISE = "checkpoint_revise"
 REJECT = "checkpoint_reject"
 RETRY = "failure_retry"
 RETRY_EDITED = "failure_retry_edited"
@@ -39,6 +41,7 @@ ABORT = "failure_abort"
 RUN_MODAL = "run_inputs"
 EDIT_MODAL = "checkpoint_edit"
 REJECT_MODAL = "checkpoint_reject"
+REVISE_MODAL = "checkpoint_revise"
 RETRY_MODAL = "failure_retry_edited"
 
 
@@ -180,14 +183,21 @@ def message_text(text: str) -> str:
     return cut_escaped(text, MESSAGE_TEXT - 100)
 
 
-def value_of(run_id: str, step: str) -> str:
-    """A button value: ids only."""
-    return f"{run_id}:{step}"
+def value_of(run_id: str, step: str, version: int | None = None) -> str:
+    """A button value: ids only (and, on a checkpoint's buttons, the version they were shown with)."""
+    return f"{run_id}:{step}" if version is None else f"{run_id}:{step}:{version}"
 
 
 def parse_value(value: str) -> tuple[str, str]:
-    run_id, _, step = (value or "").partition(":")
-    return run_id, step
+    """(run id, step) of a button value; names never hold ':' (agents.spec)."""
+    run_id, _, rest = (value or "").partition(":")
+    return run_id, rest.split(":", 1)[0]
+
+
+def version_in(value: str) -> int | None:
+    """The checkpoint version a button carries; None on buttons posted before versions were (they mean v1)."""
+    parts = (value or "").split(":")
+    return int(parts[2]) if len(parts) == 3 and parts[2].isdigit() else None
 
 
 # --- the run's parent message --------------------------------------------------------------------
@@ -259,36 +269,70 @@ def parent_plain(run: Any, steps: Sequence[Any]) -> str:
 # --- checkpoints ---------------------------------------------------------------------------------
 
 
-def checkpoint_message(run_id: str, step: str, output: Any, approvers: Sequence[str]) -> tuple[str, list[dict[str, Any]], bool]:
-    """(text, blocks, cut): the output with Approve / Edit / Reject buttons."""
+def checkpoint_message(
+    run_id: str, step: str, output: Any, approvers: Sequence[str], *, version: int = 1, revisable: bool = True,
+    origin: str | None = None, progress: str | None = None,
+) -> tuple[str, list[dict[str, Any]], bool]:
+    """(text, blocks, cut): the output with Approve / Edit / Revise / Reject buttons carrying its version.
+    `origin` (safe mrkdwn) says where a later version came from; `progress` how many approved it so far."""
     body, was_cut = code_block(output)
     who = mentions(approvers) or "an approver"
-    value = value_of(run_id, step)
-    blocks = [
-        section(f"{step_icon(StepStatus.AWAITING_APPROVAL)} *Checkpoint `{escape_mrkdwn(step)}`* is waiting for {who}. Approve, edit or reject its output:"),
-        section(body),
-        actions(
-            f"checkpoint:{run_id}:{step}",
-            button("Approve", APPROVE, value, style="primary"),
-            button("Edit", EDIT, value),
-            button("Reject", REJECT, value, style="danger"),
-        ),
-    ]
-    text = f"Checkpoint {escape_mrkdwn(step)} is waiting for {who}"
+    value = value_of(run_id, step, version)
+    verbs = "Approve, edit, revise or reject" if revisable else "Approve, edit or reject"
+    first = f"{step_icon(StepStatus.AWAITING_APPROVAL)} *Checkpoint `{escape_mrkdwn(step)}`*"
+    if version > 1:
+        first += f" · v{version}" + (f", {origin}." if origin else ".") + " It"
+    first += f" is waiting for {who}. {verbs} its output:"
+    buttons = [button("Approve", APPROVE, value, style="primary"), button("Edit", EDIT, value)]
+    if revisable:
+        buttons.append(button("Revise", REVISE, value))
+    buttons.append(button("Reject", REJECT, value, style="danger"))
+    blocks = [section(first), section(body)]
+    if progress:
+        blocks.append(context(progress))
+    blocks.append(actions(f"checkpoint:{run_id}:{step}", *buttons))
+    text = f"Checkpoint {escape_mrkdwn(step)}" + (f" v{version}" if version > 1 else "") + f" is waiting for {who}"
     return message_text(text), blocks, was_cut
 
 
+def approval_progress(approvers: Sequence[str], needed: int) -> str:
+    """ "1 of 2 approved, by <@U…>" (safe mrkdwn)."""
+    return f"{len(approvers)} of {needed} approved, by {mentions(approvers)}"
+
+
+def revised_origin(version: int, outcome: str, by: str | None, note: str | None) -> str:
+    """How a version came about (safe mrkdwn): "revised after <@U…>'s note: …" or "edited by <@U…>"."""
+    if outcome == "edited":
+        return f"edited by {mention(by)}"
+    return f"revised after {mention(by)}'s note: “{escape_mrkdwn(cut(note or '', 1000))}”"
+
+
+def revising_message(step: str, output: Any, *, version: int, by: str, note: str, at: str | None,
+                     edited: bool = False) -> tuple[str, list[dict[str, Any]]]:
+    """A version sent back: its buttons give way to who asked for what; the next version follows in the thread."""
+    what = f"edited by {mention(by)} at {when(at)}" if edited else f"sent back by {mention(by)} at {when(at)}"
+    line = f"↻ v{version} {what}"
+    if note:
+        line += f": “{escape_mrkdwn(cut(note, 2000))}”"
+    line += f"\nv{version + 1} follows in this thread."
+    body, _ = code_block(output)
+    blocks = [section(f"*Checkpoint `{escape_mrkdwn(step)}`* · v{version} · Output:"), section(body), section(line)]
+    return message_text(f"Checkpoint {escape_mrkdwn(step)}: {line}"), blocks
+
+
 def decided_message(step: str, output: Any, *, action: str, by: str, at: str | None, reason: str | None,
-                    chars_changed: int = 0, chars_total: int = 0) -> tuple[str, list[dict[str, Any]]]:
+                    chars_changed: int = 0, chars_total: int = 0, version: int = 1,
+                    approvers: Sequence[str] = ()) -> tuple[str, list[dict[str, Any]]]:
     """The checkpoint message once decided: the buttons give way to who decided what, when."""
-    line = f"{escape_mrkdwn(decision(action))} by {mention(by)} at {when(at)}"
+    line = f"{escape_mrkdwn(decision(action))} by {mentions(approvers) if len(approvers) > 1 else mention(by)} at {when(at)}"
     if action == Action.EDIT:
         line += f" · {chars_changed} of {chars_total} characters changed"
     if reason:
         line += f"\nReason: {escape_mrkdwn(cut(reason, 2000))}"
     body, _ = code_block(output)
     label = "Output as edited:" if action == Action.EDIT else "Output:"
-    blocks = [section(f"*Checkpoint `{escape_mrkdwn(step)}`* · {label}"), section(body), section(line)]
+    shown = f" · v{version}" if version > 1 else ""
+    blocks = [section(f"*Checkpoint `{escape_mrkdwn(step)}`*{shown} · {label}"), section(body), section(line)]
     return message_text(f"Checkpoint {escape_mrkdwn(step)}: {line}"), blocks
 
 
@@ -448,7 +492,7 @@ def run_modal(spec: Any, given: Mapping[str, Any], channel: str) -> dict[str, An
     return modal(RUN_MODAL, f"Run {spec.name}", blocks, submit="Start", metadata={"workflow": spec.name, "channel": channel})
 
 
-def edit_modal(run_id: str, step: str, output: Any, channel: str, fmt: str) -> dict[str, Any]:
+def edit_modal(run_id: str, step: str, output: Any, channel: str, fmt: str, version: int | None = None) -> dict[str, Any]:
     text = readable(output)
     blocks: list[dict[str, Any]] = []
     if len(text) > INPUT_LENGTH:
@@ -458,12 +502,24 @@ def edit_modal(run_id: str, step: str, output: Any, channel: str, fmt: str) -> d
         ))
     what = "JSON (it must still match the step's schema)" if fmt == "json" else "text"
     blocks.append(input_block("output", f"Output of {step}", initial=text, multiline=True, hint=f"Edit the {what}."))
-    return modal(EDIT_MODAL, "Edit output", blocks, submit="Approve edit", metadata={"run": run_id, "step": step, "channel": channel})
+    return modal(EDIT_MODAL, "Edit output", blocks, submit="Approve edit",
+                 metadata={"run": run_id, "step": step, "channel": channel, "version": version})
 
 
-def reject_modal(run_id: str, step: str, channel: str) -> dict[str, Any]:
+def reject_modal(run_id: str, step: str, channel: str, version: int | None = None) -> dict[str, Any]:
     blocks = [input_block("reason", "Why is it rejected?", multiline=True, hint="The run stops; the reason is recorded.")]
-    return modal(REJECT_MODAL, "Reject output", blocks, submit="Reject", metadata={"run": run_id, "step": step, "channel": channel})
+    return modal(REJECT_MODAL, "Reject output", blocks, submit="Reject",
+                 metadata={"run": run_id, "step": step, "channel": channel, "version": version})
+
+
+def revise_modal(run_id: str, step: str, channel: str, version: int | None, left: int) -> dict[str, Any]:
+    """A note for the model: the step runs again with its output and this note, and the result is the next version."""
+    blocks = [input_block(
+        "note", "What should change?", multiline=True,
+        hint=f"The step runs again with its output and your note; the new version replaces this one. {left} revision(s) left.",
+    )]
+    return modal(REVISE_MODAL, "Revise output", blocks, submit="Revise",
+                 metadata={"run": run_id, "step": step, "channel": channel, "version": version})
 
 
 def retry_modal(run_id: str, step: str, kind: str, step_input: Any, channel: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from agents.errors import (
     InvalidState,
     NotAllowed,
     OverseerError,
+    StaleVersion,
     UnknownRun,
     UnknownWorkflow,
     UserInputError,
@@ -42,6 +43,7 @@ class Hinted(UserInputError):
 
 _PREFIX: list[tuple[type[BaseException], str]] = [
     (AlreadyDecided, ""),
+    (StaleVersion, "Too late: "),
     (NotAllowed, "Not allowed: "),
     (UnknownWorkflow, "Unknown workflow: "),
     (UnknownRun, "Unknown run: "),

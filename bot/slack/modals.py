@@ -1,4 +1,5 @@
-"""Modal submissions: run inputs, an edited checkpoint output, a rejection reason, a retry's edited input.
+"""Modal submissions: run inputs, an edited checkpoint output, a rejection reason, a revision's note, a
+retry's edited input.
 
 A submission that cannot be accepted is answered inline (`response_action: errors`) before anything
 changes; otherwise the modal closes at once and the work happens after the ack.
@@ -85,6 +86,7 @@ def register(app: AsyncApp, ctx: BotContext) -> None:
     app.view(bk.RUN_MODAL)(listener(submit_run))
     app.view(bk.EDIT_MODAL)(listener(submit_edit))
     app.view(bk.REJECT_MODAL)(listener(submit_reject))
+    app.view(bk.REVISE_MODAL)(listener(submit_revise))
     app.view(bk.RETRY_MODAL)(listener(submit_retry))
 
 
@@ -120,8 +122,14 @@ async def _decide(ctx: BotContext, sub: Submission, answer: Answer, action: str,
         await _refuse(answer, block, exc)
         return
     await answer()
-    await ctx.engine.decide(run_id, step, action=action, by=sub.user, **decision)
+    await ctx.engine.decide(run_id, step, action=action, by=sub.user, version=shown_version(sub), **decision)
     ctx.kick()
+
+
+def shown_version(sub: Submission) -> int | None:
+    """The checkpoint version the modal was opened from (carried in its private_metadata)."""
+    version = sub.meta.get("version")
+    return version if isinstance(version, int) else None
 
 
 async def submit_edit(ctx: BotContext, sub: Submission, answer: Answer) -> None:
@@ -141,6 +149,22 @@ async def submit_reject(ctx: BotContext, sub: Submission, answer: Answer) -> Non
         return {"reason": text}
 
     await _decide(ctx, sub, answer, Action.REJECT, "reason", reason)
+
+
+async def submit_revise(ctx: BotContext, sub: Submission, answer: Answer) -> None:
+    run_id, step = str(sub.meta.get("run")), str(sub.meta.get("step"))
+    run, _, _ = await load_step(ctx, run_id, step)
+    note = (sub.values.get("note") or "").strip()
+    try:
+        await require_approver(ctx, run, step, sub.user, "revise")
+        if not note:
+            raise InvalidInputs("say what should change")
+    except UserInputError as exc:
+        await _refuse(answer, "note", exc)
+        return
+    await answer()
+    await ctx.engine.revise(run_id, step, by=sub.user, note=note, version=shown_version(sub))
+    ctx.kick()
 
 
 async def submit_retry(ctx: BotContext, sub: Submission, answer: Answer) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from agents.checkpoints import check_self_approval
 from agents.errors import NotAllowed
 from bot.slack import blocks as bk
 from bot.slack.errors import Hinted
@@ -61,6 +62,15 @@ async def require_approver(ctx: BotContext, run: Run, step: str, user: str, acti
     await _record(ctx, DECISION_REFUSED, run.id, user, step=step, action=action)
     raise Hinted(NotAllowed(f"only the workflow's approvers may {action} this checkpoint"),
                  f"Approvers: {bk.mentions(approvers) or 'none'}.")
+
+
+async def require_not_starter(ctx: BotContext, run: Run, spec: WorkflowSpec, step: str, user: str, action: str) -> None:
+    """With `self_approval: false`, the run's starter may not approve or edit it; a refusal is recorded."""
+    try:
+        check_self_approval(spec, step, started_by=run.started_by, by=user, action=action)
+    except NotAllowed:
+        await _record(ctx, DECISION_REFUSED, run.id, user, step=step, action=action, reason="self_approval")
+        raise
 
 
 async def require_operator(ctx: BotContext, run: Run, user: str, action: str) -> None:

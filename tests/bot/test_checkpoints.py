@@ -36,7 +36,8 @@ async def test_command_runs_steps_stops_at_the_checkpoint_and_approve_finishes_t
     assert f"waiting for <@{BOSS}>" in text_of(parent)  # whom it waits for
     [checkpoint] = bot.thread(run)
     assert "Owls at night" in text_of(checkpoint)
-    assert buttons(checkpoint) == {bk.APPROVE: f"{run.id}:draft", bk.EDIT: f"{run.id}:draft", bk.REJECT: f"{run.id}:draft"}
+    # every button carries the version it was shown with
+    assert buttons(checkpoint) == {b: f"{run.id}:draft:1" for b in (bk.APPROVE, bk.EDIT, bk.REVISE, bk.REJECT)}
 
     response = await bot.click(bk.APPROVE, f"{run.id}:draft", user=BOSS)
     assert response.status_code == 200
