@@ -126,10 +126,10 @@ CONTEXT = {"inputs": {"s": "x" * 1000, "n": 10**9}, "steps": {}}
     ("{{ 1 / 0 }}", "ZeroDivisionError"),
 ])
 def test_a_template_that_asks_too_much_fails_fast_with_the_limit_it_hit(source: str, expected: str) -> None:
-    started = time.perf_counter()
+    started = time.process_time()  # this process's CPU: what the bound limits, whatever else the machine runs
     with pytest.raises(TemplateFailure, match="^template error: ") as info:
         render(source, CONTEXT)
-    assert expected in str(info.value) and time.perf_counter() - started < 2
+    assert expected in str(info.value) and time.process_time() - started < 2
 
 
 def test_ordinary_templates_render_as_before() -> None:
