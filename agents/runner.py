@@ -59,8 +59,8 @@ class Runner:
         room = self.slots.free
         if room <= 0:
             return []
-        async with self.engine.db.sessions.begin() as session:
-            ids = await driver_queries.runnable_run_ids(session=session, now=self.engine.clock(), limit=room + len(self._tasks))
+        now, limit = self.engine.clock(), room + len(self._tasks)
+        ids = await self.engine.db.read(lambda conn: driver_queries.runnable_run_ids(conn, now=now, limit=limit))
         started = []
         for run_id in ids:
             if self._stopping or run_id in self._tasks or self.slots.free <= 0:

@@ -1,0 +1,129 @@
+"""SQLite's transactions on threads of their own: one writer thread owns the one write connection.
+
+A transaction is a plain function of a SQLAlchemy `Connection`, run whole on the thread: one hand-off
+from the event loop to the thread and one back, however many statements it makes. SQLite has one
+writer at a time anyway; queueing them here costs no parallelism and saves the per-statement thread
+hops of aiosqlite. And it makes a transaction independent of the coroutine that asked for it: an
+awaiting task that is cancelled never leaves the write lock held. The thread finishes (commits, or
+rolls back on an error) what it began; a job cancelled before it began is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+T = TypeVar("T")
+Job = tuple[Callable[[Connection], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+
+
+def tune(dbapi_conn: Any, *, busy_ms: int = 30000) -> None:
+    """The pragmas every connection to an Overseer SQLite file sets."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+class SqliteWorker:
+    """One thread, one connection: runs transactions in the order they are asked for."""
+
+    def __init__(self, url: str, *, name: str, begin: str) -> None:
+        self.name = name
+        parsed = make_url(url).set(drivername="sqlite+pysqlite")
+        # NullPool: the thread holds its one connection for its life, nothing is pooled behind it.
+        self._engine = create_engine(parsed, poolclass=NullPool)
+        self._begin = begin  # "BEGIN IMMEDIATE" for the writer (the lock up front), "BEGIN" for a reader
+
+        @event.listens_for(self._engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # the module issues no BEGIN of its own: we do, below
+            tune(dbapi_conn)
+
+        @event.listens_for(self._engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql(self._begin)
+
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn(connection)` in one transaction on the thread; its result, or its exception."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._ensure_started()
+        self._queue.put((fn, future, loop))
+        return await future
+
+    def _ensure_started(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
+                self._thread.start()
+
+    def _serve(self) -> None:
+        conn: Connection | None = None
+        try:
+            while (job := self._queue.get()) is not None:
+                fn, future, loop = job
+                if future.cancelled():
+                    continue  # nobody waits for it and nothing of it ran: skip it
+                try:
+                    if conn is None or conn.invalidated or conn.closed:
+                        conn = self._engine.connect()
+                    with conn.begin():
+                        result = fn(conn)
+                except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+                    conn = _discard_if_broken(conn)
+                    _settle(loop, future, None, exc)
+                else:
+                    _settle(loop, future, result, None)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    async def close(self) -> None:
+        """Finish the queued transactions, close the connection and end the thread."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._queue.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, thread.join, 60)
+        self._engine.dispose()
+
+
+def _discard_if_broken(conn: Connection | None) -> Connection | None:
+    """Keep a connection that merely ran a failed transaction; drop one that is unusable now."""
+    if conn is None:
+        return None
+    if conn.invalidated or conn.in_transaction():
+        conn.close()
+        return None
+    return conn
+
+
+def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    def resolve() -> None:
+        if future.done():
+            return  # the task that asked was cancelled meanwhile: the transaction ran all the same
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    try:
+        loop.call_soon_threadsafe(resolve)
+    except RuntimeError:
+        pass  # the loop is closed: nobody is left to tell
