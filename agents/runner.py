@@ -17,7 +17,7 @@ log = structlog.get_logger("overseer.runner")
 class Runner:
     """Claims runnable runs (queued, or running under an expired lease) and advances them."""
 
-    def __init__(self, engine: Engine, *, concurrency: int = 8, poll_seconds: float = 2.0) -> None:
+    def __init__(self, engine: Engine, *, concurrency: int = 64, poll_seconds: float = 2.0) -> None:
         self.engine = engine
         self.poll_seconds = poll_seconds
         self.slots = Slots(concurrency, on_free=self.kick)
