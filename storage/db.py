@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from storage.writer import SqliteWorker, tune
+from storage.writer import SqliteWorker, run_prepared, tune
 
 T = TypeVar("T")
 
@@ -177,9 +177,11 @@ async def run_writes(session: AsyncSession, writes: Sequence[Write]) -> bool:
 
 
 def run_writes_sync(conn: Connection, writes: Sequence[Write]) -> bool:
-    """run_writes on a plain Connection (inside Database.write)."""
+    """run_writes on a plain Connection (inside Database.write); prepared statements go straight to pysqlite."""
     for stmt, params, guard in writes:
-        result = conn.execute(stmt, params)
-        if guard and result.rowcount != 1:
+        count = run_prepared(conn, stmt, params)
+        if count is None:
+            count = conn.execute(stmt, params).rowcount
+        if guard and count != 1:
             return False
     return True

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Write
+from storage.writer import prepared
 from storage.models import Attempt, Run, StepRun
 from storage.status import RUNNABLE, STARTABLE_STEP, AttemptStatus, RunStatus, StepStatus
 
@@ -141,13 +142,13 @@ _CHARGE = {
 
 _RELEASE = {"status": bindparam("p_status"), "lease_owner": None, "lease_expires_at": None}
 
-_FENCE_STEP = _fenced(current_step=bindparam("p_step"))
+_FENCE_STEP = prepared(_fenced(current_step=bindparam("p_step")))
 
-_FENCE_CHARGE_STEP = _fenced(**_CHARGE, current_step=bindparam("p_step"))
+_FENCE_CHARGE_STEP = prepared(_fenced(**_CHARGE, current_step=bindparam("p_step")))
 
-_FENCE_CHARGE_PARK = _fenced(**_CHARGE, **_RELEASE)
+_FENCE_CHARGE_PARK = prepared(_fenced(**_CHARGE, **_RELEASE))
 
-_FENCE_CHARGE_END = _fenced(**_CHARGE, **_RELEASE, finished_at=bindparam("p_now"), current_step=None)
+_FENCE_CHARGE_END = prepared(_fenced(**_CHARGE, **_RELEASE, finished_at=bindparam("p_now"), current_step=None))
 
 _CLAIM = (
     update(_RUNS)
@@ -170,7 +171,7 @@ _CLAIM = (
                _RUNS.c.mocked)
 )
 
-_RENEW = (
+_RENEW = prepared(
     update(_RUNS)
     .where(_RUNS.c.id == bindparam("p_run"), _RUNS.c.lease_owner == bindparam("p_owner"), _RUNNABLE)
     .values(lease_expires_at=bindparam("p_until"))
@@ -183,13 +184,13 @@ _STEP_ROWS = (
     .order_by(_STEPS.c.position)
 )
 
-_START_STEP = (
+_START_STEP = prepared(
     update(_STEPS)
     .where(_STEPS.c.id == bindparam("p_id"), or_(*(_STEPS.c.status == s for s in STARTABLE_STEP)))
     .values(status=StepStatus.RUNNING, input=bindparam("p_input"), started_at=bindparam("p_now"), error=None)
 )
 
-_END_STEP = (
+_END_STEP = prepared(
     update(_STEPS)
     .where(_STEPS.c.id == bindparam("p_id"), _STEPS.c.status == StepStatus.RUNNING)
     .values(
@@ -199,11 +200,11 @@ _END_STEP = (
     )
 )
 
-_INSERT_RUN = insert(_RUNS)
+_INSERT_RUN = prepared(insert(_RUNS))
 
-_INSERT_STEPS = insert(_STEPS)
+_INSERT_STEPS = prepared(insert(_STEPS))
 
-_INSERT_ATTEMPT = insert(Attempt.__table__)
+_INSERT_ATTEMPT = prepared(insert(Attempt.__table__))
 
 
 def new_run_writes(values: dict[str, Any], steps: Sequence[str]) -> list[Write]:
@@ -261,7 +262,7 @@ def attempt_start_write(attempt: AttemptValues) -> Write:
     return (_INSERT_ATTEMPT, values | {"status": AttemptStatus.STARTED}, False)
 
 
-_END_ATTEMPT = (
+_END_ATTEMPT = prepared(
     update(Attempt.__table__)
     .where(
         Attempt.__table__.c.run_id == bindparam("p_run"), Attempt.__table__.c.step == bindparam("p_step"),
