@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from storage.writer import SqliteWorker, run_prepared, tune
+from storage.writer import LoopWorker, Reads, SqliteWorker, run_prepared, tracked, tune
 
 T = TypeVar("T")
 
@@ -50,13 +50,13 @@ class Database:
     """An engine and its session factory; pass `db` down, open sessions at the edges.
 
     `write` and `read` run a plain function of a SQLAlchemy Connection in one transaction: on a SQLite
-    file on the writer (or reader) thread (storage.writer), elsewhere through the async engine's
-    greenlet. The hot path uses them; the sessions serve everything else."""
+    file on the writer (or reader) thread, on PostgreSQL on a loop thread of its own (storage.writer),
+    for an in-memory SQLite through this engine. The hot path uses them; the sessions serve the rest."""
 
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
-    writer: SqliteWorker | None = None
-    reader: SqliteWorker | None = None
+    writer: SqliteWorker | LoopWorker | None = None
+    reader: SqliteWorker | Reads | None = None
     gate: Gate = field(default_factory=lambda: Gate(10))
 
     @property
@@ -65,7 +65,7 @@ class Database:
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn(connection)` in one write transaction: committed when it returns, rolled back when it
-        raises. Finished by the database's own thread on SQLite even if the awaiting task is cancelled."""
+        raises. Finished by the database's own thread even if the awaiting task is cancelled."""
         if self.writer is not None:
             return await self.writer.run(fn)
         return await self._through_engine(fn, begin=True)
@@ -82,7 +82,7 @@ class Database:
                 sent: dict[str, bool] = {}
                 try:
                     async with self.engine.begin() if begin else self.engine.connect() as conn:
-                        return await conn.run_sync(_tracked(fn, sent))
+                        return await conn.run_sync(tracked(fn, sent))
                 except DBAPIError as exc:
                     # No pre-ping per checkout: a connection the server dropped (a restart) shows at its
                     # first statement. SQLAlchemy then recycles the whole pool; run it once more, only
@@ -92,25 +92,11 @@ class Database:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def dispose(self) -> None:
-        """Close every pooled connection and end the SQLite threads."""
+        """Close every pooled connection and end the database threads."""
         for worker in (self.writer, self.reader):
             if worker is not None:
                 await worker.close()
         await self.engine.dispose()
-
-
-def _tracked(fn: Callable[[Connection], T], sent: dict[str, bool]) -> Callable[[Connection], T]:
-    """`fn`, noting in `sent` whether any of its statements completed (see _mark_sent)."""
-    def call(conn: Connection) -> T:
-        conn.info["overseer.sent"] = sent
-        return fn(conn)
-    return call
-
-
-def _mark_sent(conn: Connection, *_args: Any) -> None:
-    sent = conn.info.get("overseer.sent")
-    if sent is not None:
-        sent["sent"] = True
 
 
 def unreachable(exc: BaseException) -> bool:
@@ -149,8 +135,8 @@ def connect(url: str, *, echo: bool = False, pool_size: int = 10) -> Database:
     # write/read take at most pool_size connections: the other half of the pool stays for the sessions.
     gate = Gate(pool_size)
     if engine.dialect.name != "sqlite":
-        event.listen(engine.sync_engine, "after_cursor_execute", _mark_sent)
-        return Database(engine=engine, sessions=sessions, gate=gate)
+        worker = LoopWorker(full, size=pool_size, name="overseer-postgresql-loop")
+        return Database(engine=engine, sessions=sessions, writer=worker, reader=Reads(worker), gate=gate)
     _tune_sqlite(engine)
     database = make_url(full).database
     if not database or database == ":memory:":

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 T = TypeVar("T")
@@ -131,9 +132,9 @@ def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result
 
 # --- the hot path's statements, compiled once for pysqlite ----------------------------------------
 # SQLAlchemy spends ~80 µs per execution (a cache key, an execution context, a result) around SQLite's
-# own ~15 µs. The driver's few statements are built once at import (storage.driver_queries,
-# storage.outbox_queries) and registered here: their SQL, parameter order and type processing are
-# taken from SQLAlchemy's own compiler once, then run straight on the sqlite3 cursor.
+# own ~15 µs and asyncpg's ~25 µs round trip. The driver's few statements are built once at import
+# (storage.driver_queries, storage.outbox_queries) and registered here: their SQL, parameter order and
+# type processing are taken from SQLAlchemy's own compiler once, then run on the DB-API cursor.
 
 _PREPARED: set[int] = set()
 _COMPILED: dict[tuple[int, tuple[str, ...]], Any] = {}
@@ -177,29 +178,156 @@ class _Compiled:
         return out
 
 
+_FAST_DRIVERS = ("pysqlite", "asyncpg")
+
+
 def run_prepared(conn: Connection, stmt: Any, params: Any) -> int | None:
-    """Run a prepared statement straight on pysqlite: its rowcount, or None when it is not one (the
-    caller then executes it through SQLAlchemy)."""
-    if id(stmt) not in _PREPARED or conn.dialect.driver != "pysqlite":
+    """Run a prepared statement on the DB-API cursor itself (pysqlite; asyncpg through SQLAlchemy's
+    adapter, which keeps the transaction and error translation): its rowcount, or None when it is not
+    one (the caller then executes it through SQLAlchemy)."""
+    if id(stmt) not in _PREPARED or conn.dialect.driver not in _FAST_DRIVERS:
         return None
     rows = params if isinstance(params, list) else None
     first = rows[0] if rows else params
     if rows is not None and not rows:
         return 0
-    key = (id(stmt), tuple(first))
+    key = (id(stmt), conn.dialect.driver, tuple(first))
     compiled = _COMPILED.get(key)
     if compiled is None:
         try:
-            compiled = _COMPILED[key] = _Compiled(stmt, conn.dialect, key[1])
+            compiled = _COMPILED[key] = _Compiled(stmt, conn.dialect, key[2])
         except LookupError:
             _PREPARED.discard(id(stmt))
             return None
-    cursor = conn.connection.driver_connection.cursor()
+    dbapi_conn = conn.connection.dbapi_connection
+    cursor = dbapi_conn.cursor()
     try:
         if rows is None:
             cursor.execute(compiled.sql, compiled.values(first))
         else:
             cursor.executemany(compiled.sql, [compiled.values(r) for r in rows])
-        return cursor.rowcount
+        count = cursor.rowcount
+    except conn.dialect.loaded_dbapi.Error as exc:
+        # The same exception SQLAlchemy would raise (OperationalError, IntegrityError, ...), and a
+        # connection the server dropped is invalidated, as SQLAlchemy does.
+        gone = conn.dialect.is_disconnect(exc, dbapi_conn, cursor)
+        if gone:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(compiled.sql, None, exc, conn.dialect.loaded_dbapi.Error,
+                                  connection_invalidated=gone, dialect=conn.dialect) from exc
     finally:
         cursor.close()
+    sent = conn.info.get("overseer.sent")
+    if sent is not None:
+        sent["sent"] = True
+    return count
+
+
+# --- PostgreSQL: transactions on an event loop of their own -----------------------------------------
+
+
+class LoopWorker:
+    """PostgreSQL's hot-path transactions on an asyncio loop in a thread of its own, over its own small
+    asyncpg pool. A transaction's round trips then never wait behind the main loop's work (litellm's
+    callbacks, Slack requests): the main loop hands a transaction over once and is told once. Like the
+    SQLite writer, it finishes what it began when the awaiting task is cancelled. At most `size`
+    transactions at once: more wait their turn here, never on the pool's checkout timeout."""
+
+    def __init__(self, url: str, *, size: int, name: str) -> None:
+        self._url, self._size, self.name = url, size, name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._engine: Any = None
+        self._gate: asyncio.Semaphore | None = None
+        self._lock = threading.Lock()
+
+    async def run(self, fn: Callable[[Connection], T], *, begin: bool = True) -> T:
+        """Run `fn(connection)` in one transaction (begin) or on one connection (a read): its result."""
+        loop = self._ensure_started()
+        done = asyncio.run_coroutine_threadsafe(self._transaction(fn, begin), loop)
+        future = asyncio.wrap_future(done)
+        future.add_done_callback(_retrieve)  # the caller may be gone (cancelled) by the time it ends
+        return await asyncio.shield(future)
+
+    def _ensure_started(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                ready = threading.Event()
+                self._thread = threading.Thread(target=self._serve, args=(ready,), name=self.name, daemon=True)
+                self._thread.start()
+                ready.wait()
+        assert self._loop is not None
+        return self._loop
+
+    def _serve(self, ready: threading.Event) -> None:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._engine = create_async_engine(self._url, pool_size=self._size, max_overflow=0)
+        event.listen(self._engine.sync_engine, "after_cursor_execute", mark_sent)
+        self._gate = asyncio.Semaphore(self._size)
+        self._loop = loop
+        ready.set()
+        try:
+            loop.run_forever()
+            loop.run_until_complete(self._engine.dispose())
+        finally:
+            loop.close()
+
+    async def _transaction(self, fn: Callable[[Connection], T], begin: bool) -> T:
+        assert self._gate is not None
+        async with self._gate:
+            for again in (True, False):
+                sent: dict[str, bool] = {}
+                try:
+                    async with self._engine.begin() if begin else self._engine.connect() as conn:
+                        return await conn.run_sync(tracked(fn, sent))
+                except DBAPIError as exc:
+                    # No pre-ping per checkout: a connection the server dropped (a restart) shows at its
+                    # first statement. SQLAlchemy then recycles the whole pool; run it once more, only
+                    # when nothing of the transaction reached the server.
+                    if not (again and exc.connection_invalidated and not sent.get("sent")):
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def close(self) -> None:
+        """Let the transactions under way end, close the pool and end the thread."""
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None or not thread.is_alive():
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        await asyncio.get_running_loop().run_in_executor(None, thread.join, 60)
+
+
+class Reads:
+    """A LoopWorker's reads: `run` on a connection of its pool, no write transaction."""
+
+    def __init__(self, worker: LoopWorker) -> None:
+        self.worker = worker
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        return await self.worker.run(fn, begin=False)
+
+    async def close(self) -> None:
+        await self.worker.close()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def tracked(fn: Callable[[Connection], T], sent: dict[str, bool]) -> Callable[[Connection], T]:
+    """`fn`, noting in `sent` whether any of its statements completed (see mark_sent)."""
+    def call(conn: Connection) -> T:
+        conn.info["overseer.sent"] = sent
+        return fn(conn)
+    return call
+
+
+def mark_sent(conn: Connection, *_args: Any) -> None:
+    """after_cursor_execute: a statement of the transaction reached the server and came back."""
+    sent = conn.info.get("overseer.sent")
+    if sent is not None:
+        sent["sent"] = True
