@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,12 +21,17 @@ from agents.inputs import coerce_inputs
 from agents.spec import ModelStep, ToolStep, WorkflowSpec
 from agents.steps import StepCaller, StepSuccess
 from agents.templates import context_for, render, render_value
+from sqlalchemy import Connection
+
 from storage import driver_queries, run_queries
-from storage.db import Database, Write, run_writes
-from storage.models import Attempt, Run, utcnow
+from storage.db import Database, Write, run_writes_sync
+from storage.driver_queries import AttemptValues
+from storage.models import Run, utcnow
 from storage.status import DONE_STEP, RUNNABLE, STARTABLE_STEP, RunStatus, StepStatus
 
 log = structlog.get_logger("overseer.engine")
+
+_SPECS_KEPT = 4096  # validated specs kept in memory, by run
 
 
 def new_run_id() -> str:
@@ -54,7 +60,8 @@ class _Start:
     step: str
     kind: str
     call_input: Any
-    attempt: Attempt  # its first attempt, recorded as started with it
+    attempt: AttemptValues  # its first attempt, recorded as started with it
+    chained: bool = False  # recorded by the transaction that ended the step before it
 
 
 @dataclass
@@ -94,6 +101,24 @@ class Engine:
         self._callers = {mock: StepCaller(self.lease, delay_scale=self.settings.delay_scale, secrets=self.settings.secrets,
                                           fetch_policy=self.settings.fetch_policy, mock=mock) for mock in (False, True)}
         self.caller = self._callers[False]
+        # Validated specs by run id, with the snapshot they came from: a run's spec is validated once,
+        # not at every claim (the snapshot read back must still match).
+        self._specs: dict[str, tuple[Any, WorkflowSpec]] = {}
+
+    def _spec_of(self, run_id: str, snapshot: Any) -> WorkflowSpec:
+        """The run's validated spec, from the cache when the stored snapshot is the one validated."""
+        hit = self._specs.get(run_id)
+        if hit is not None and hit[0] == snapshot:
+            return hit[1]
+        spec = WorkflowSpec.model_validate(snapshot)
+        self._remember(run_id, snapshot, spec)
+        return spec
+
+    def _remember(self, run_id: str, snapshot: Any, spec: WorkflowSpec) -> None:
+        self._specs[run_id] = (snapshot, spec)
+        while len(self._specs) > _SPECS_KEPT:
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # another thread trimmed it first
+                del self._specs[next(iter(self._specs))]
 
     # --- starting ---------------------------------------------------------------------------------
 
@@ -102,8 +127,7 @@ class Engine:
     ) -> str:
         """Record a new queued run (and announce it); drive it with `advance` or a Runner."""
         run_id, writes = self.start_writes(spec, inputs, started_by=started_by, trigger=trigger, channel=channel)
-        async with self.db.sessions.begin() as session:
-            await run_writes(session, writes)
+        await self.db.write(lambda conn: run_writes_sync(conn, writes))
         log.info("run.queued", run_id=run_id, workflow=spec.name, trigger=trigger)
         return run_id
 
@@ -119,6 +143,7 @@ class Engine:
             "trigger": trigger, "status": RunStatus.QUEUED, "channel": channel or spec.channel, "created_at": now,
             "updated_at": now, "mocked": self.settings.mock,
         }
+        self._remember(run_id, row["spec"], spec)
         names = [s.name for s in spec.steps]
         started = outbox.RunStarted(workflow=spec.name, started_by=started_by, trigger=trigger, inputs=values, steps=names,
                                      mocked=self.settings.mock)
@@ -153,37 +178,45 @@ class Engine:
 
     async def status(self, run_id: str) -> str:
         """A run's current status."""
-        async with self.db.sessions() as session:
-            run = await run_queries.get_run(session=session, run_id=run_id)
-            if run is None:
-                raise UnknownRun(f"no run {run_id!r}")
-            return run.status
+        status = await self.db.read(lambda conn: driver_queries.run_status(conn, run_id=run_id))
+        if status is None:
+            raise UnknownRun(f"no run {run_id!r}")
+        return status
 
     async def _take(self, run_id: str) -> _Driving | None:
         """Claim the run and, in the same transaction, account for attempts a dead driver left cut off,
-        read its steps and record its next step started."""
-        async with self.db.sessions.begin() as session:
-            run = await self.lease.claim(session, run_id)
-            if run is None:
-                return None
-            spec = WorkflowSpec.model_validate(run.spec)
-            interrupted = await driver_queries.interrupt_started(session=session, run_id=run_id)
-            spent = run.cost_usd + (await self._charge_interrupted(session, run_id, spec, interrupted) if interrupted else 0.0)
-            steps = await driver_queries.step_rows(session=session, run_id=run_id)
-            driving = _Driving(run_id, run.workflow, run.inputs, spec, steps, spent, crashed=run.crashes, mocked=run.mocked)
-            index = driving.replay()
-            if driving.crashed >= self.settings.max_crashes:
-                return driving  # advance ends it (dead letter) instead of running the step once more
-            if index < len(steps) and steps[index].attempts > steps[index].retry_base:
-                driving.used[steps[index].step] = await driver_queries.attempts_per_target(
-                    session=session, run_id=run_id, step=steps[index].step, after=steps[index].retry_base,
-                )
-            upcoming = self._upcoming(driving, index)
-            if upcoming is not None:
-                await self.lease.write(session, run_id, [self.lease.fence_step(run_id, upcoming.step), *self._start(driving, upcoming)])
+        read its steps and record its next step started: one hand-off to the database."""
+        taken = await self.db.write(lambda conn: self._take_in(conn, run_id))
+        if taken is None:
+            return None
+        driving, interrupted, charged = taken
+        if interrupted:
+            log.warning("run.attempts_interrupted", run_id=run_id, count=interrupted, estimated_cost_usd=round(charged, 6))
         return driving
 
-    async def _charge_interrupted(self, session: Any, run_id: str, spec: WorkflowSpec, rows: Sequence[Any]) -> float:
+    def _take_in(self, conn: Connection, run_id: str) -> tuple[_Driving, int, float] | None:
+        run = self.lease.claim(conn, run_id)
+        if run is None:
+            return None
+        spec = self._spec_of(run_id, run.spec)
+        interrupted = driver_queries.interrupt_started(conn, run_id=run_id)
+        charged = self._charge_interrupted(conn, run_id, spec, interrupted) if interrupted else 0.0
+        steps = driver_queries.step_rows(conn, run_id=run_id)
+        driving = _Driving(run_id, run.workflow, run.inputs, spec, steps, run.cost_usd + charged, crashed=run.crashes,
+                           mocked=run.mocked)
+        index = driving.replay()
+        if driving.crashed >= self.settings.max_crashes:
+            return driving, len(interrupted), charged  # advance ends it (dead letter) instead of running the step again
+        if index < len(steps) and steps[index].attempts > steps[index].retry_base:
+            driving.used[steps[index].step] = driver_queries.attempts_per_target(
+                conn, run_id=run_id, step=steps[index].step, after=steps[index].retry_base,
+            )
+        upcoming = self._upcoming(driving, index)
+        if upcoming is not None:
+            self.lease.write(conn, run_id, [self.lease.fence_step(run_id, upcoming.step), *self._start(driving, upcoming)])
+        return driving, len(interrupted), charged
+
+    def _charge_interrupted(self, conn: Connection, run_id: str, spec: WorkflowSpec, rows: Sequence[Any]) -> float:
         """Count attempts cut off by a crash on their steps and the run, at their estimated cost."""
         writes: list[Write] = []
         total = 0.0
@@ -195,10 +228,9 @@ class Engine:
             writes += driver_queries.interrupted_writes(run_id=run_id, step=row.step, number=row.number, cost_usd=cost)
         failed = [outbox.AttemptFailed(step=r.step, attempt=r.number, model=r.model, error_type="Interrupted",
                                        error="the process driving the run stopped during this attempt") for r in rows]
-        await self.lease.write(session, run_id, [
+        self.lease.write(conn, run_id, [
             self.lease.fence(run_id, cost_usd=Run.cost_usd + total), *writes, outbox.message(run_id, *failed),
         ])
-        log.warning("run.attempts_interrupted", run_id=run_id, count=len(rows), estimated_cost_usd=round(total, 6))
         return total
 
     async def _dead_letter(self, driving: _Driving) -> str:
@@ -210,8 +242,7 @@ class Engine:
         return await self._fail_step(driving.run_id, step_run, step, None, error)
 
     async def _hand_back(self, run_id: str) -> None:
-        async with self.db.sessions.begin() as session:
-            await driver_queries.hand_back(session=session, run_id=run_id, owner=self.settings.owner)
+        await self.db.write(lambda conn: driver_queries.hand_back(conn, run_id=run_id, owner=self.settings.owner))
 
     async def _drive(self, driving: _Driving) -> str:
         for index, step_run in enumerate(driving.steps):
@@ -253,7 +284,7 @@ class Engine:
     def _start(self, driving: _Driving, start: _Start, *announced: outbox.Announcement) -> list[Write]:
         """The writes marking a step running with its input and announcing it (after `announced`), for
         the caller's fenced transaction; the step's call follows that transaction's commit."""
-        driving.started = start
+        driving.started = start if not announced else dataclasses.replace(start, chained=True)
         started = outbox.StepStarted(step=start.step, step_kind=start.kind)
         return [
             driver_queries.start_step_write(step_run_id=driving.steps[start.index].id, call_input=start.call_input, now=self.clock()),
@@ -269,10 +300,9 @@ class Engine:
         start = driving.started if driving.started is not None and driving.started.index == index else None
         if start is None:  # not recorded by the previous transaction: record it now
             if step.name not in driving.used and step_run.attempts > step_run.retry_base:
-                async with self.db.sessions() as session:
-                    driving.used[step.name] = await driver_queries.attempts_per_target(
-                        session=session, run_id=driving.run_id, step=step.name, after=step_run.retry_base,
-                    )
+                driving.used[step.name] = await self.db.read(lambda conn: driver_queries.attempts_per_target(
+                    conn, run_id=driving.run_id, step=step.name, after=step_run.retry_base,
+                ))
             call_input = None
             try:
                 call_input = step_run.input_override or self._render_input(step, driving.inputs, driving.outputs)
@@ -284,7 +314,8 @@ class Engine:
                 return await self._fail_step(driving.run_id, step_run, step, call_input, exc)
             start = _Start(index, step.name, step.kind, call_input, attempt)
             await self.lease.commit(driving.run_id, [self.lease.fence_step(driving.run_id, step.name), *self._start(driving, start)])
-        log.info("step.started")
+        if not start.chained:  # a chained start is told by the previous step's line: one line per attempt
+            log.info("step.started")
         try:
             success = await self._callers[driving.mocked].call(
                 driving.run_id, driving.spec, step, start.call_input, attempts_so_far=step_run.attempts, spent=driving.spent,
@@ -337,7 +368,9 @@ class Engine:
         else:
             writes.append(outbox.message(driving.run_id, done))
         await self.lease.commit(driving.run_id, writes)
-        log.info("step.awaiting_approval" if waiting else "step.succeeded", attempt=attempt.number)
+        log.info("step.awaiting_approval" if waiting else "step.succeeded", attempt=attempt.number, model=attempt.model_used,
+                 latency_ms=round(attempt.latency_ms, 1), tokens_in=attempt.tokens_in, tokens_out=attempt.tokens_out,
+                 cost_usd=attempt.cost_usd, next_step=upcoming.step if upcoming else None)
         if status == RunStatus.SUCCEEDED:
             structlog.contextvars.bind_contextvars(step=None, attempt=None)
             log.info("run.finished", status=status)
@@ -348,22 +381,25 @@ class Engine:
     ) -> str:
         now = self.clock()
         message = str(exc)
-        async with self.db.sessions.begin() as session:
-            fence = self.lease.fence(
-                run_id, status=RunStatus.FAILED, error=f"{step.name}: {message}", finished_at=now,
-                lease_owner=None, lease_expires_at=None,
-            )
-            await self.lease.write(session, run_id, [fence])
-            tried = await run_queries.attempts(session=session, run_id=run_id, step=step.name)
-            await run_queries.set_step_status(
-                session=session, step_run_id=step_run.id, to=StepStatus.FAILED, allowed_from=STARTABLE_STEP,
-                input=call_input, error=message, finished_at=now,
-            )
-            await outbox.announce(session, run_id, outbox.StepFailed(
+        fence = self.lease.fence(
+            run_id, status=RunStatus.FAILED, error=f"{step.name}: {message}", finished_at=now, lease_owner=None,
+            lease_expires_at=None,
+        )
+
+        def fail(conn: Connection) -> None:
+            self.lease.write(conn, run_id, [fence])
+            tried = driver_queries.step_attempts(conn, run_id=run_id, step=step.name)
+            failed = outbox.StepFailed(
                 step=step.name, step_kind=step.kind, error=message, error_type=type(exc).__name__,
                 retried=exc.transient, input=call_input, attempts=outbox.summaries(tried),
                 last_raw_output=next((a.raw_output for a in reversed(tried) if a.raw_output), None),
-            ))
+            )
+            run_writes_sync(conn, [
+                driver_queries.fail_step_write(step_run_id=step_run.id, call_input=call_input, error=message, now=now),
+                outbox.message(run_id, failed),
+            ])
+
+        await self.db.write(fail)
         log.warning("step.failed", error_type=type(exc).__name__, error=message)
         return RunStatus.FAILED
 

@@ -13,9 +13,11 @@ from typing import Any
 
 import structlog
 
+from sqlalchemy import Connection
+
 from storage import driver_queries
-from storage.db import Database, Write, run_writes
-from storage.models import Attempt
+from storage.db import Database, Write, run_writes_sync
+from storage.driver_queries import AttemptValues
 
 log = structlog.get_logger("overseer.lease")
 
@@ -45,11 +47,9 @@ class Lease:
     seconds: float
     clock: Callable[[], datetime]
 
-    async def claim(self, session: Any, run_id: str) -> Any:
-        """Take the run's lease if nobody holds a live one: what driving needs, or None."""
-        return await driver_queries.claim_run_returning(
-            session=session, run_id=run_id, owner=self.owner, now=self.clock(), lease_s=self.seconds
-        )
+    def claim(self, conn: Connection, run_id: str) -> Any:
+        """Take the run's lease if nobody holds a live one (inside Database.write): what driving needs, or None."""
+        return driver_queries.claim_run_returning(conn, run_id=run_id, owner=self.owner, now=self.clock(), lease_s=self.seconds)
 
     def fence(self, run_id: str, **values: Any) -> Write:
         """Update the run (guarded: only while this process holds a live lease and it is runnable)."""
@@ -59,28 +59,27 @@ class Lease:
         """The hot path's fence: set the run's current step."""
         return driver_queries.fence_step_write(run_id=run_id, owner=self.owner, now=self.clock(), step=step)
 
-    def fence_charge(self, run_id: str, attempt: Attempt, *, step: str, status: str | None = None) -> Write:
+    def fence_charge(self, run_id: str, attempt: AttemptValues, *, step: str, status: str | None = None) -> Write:
         """Add an attempt's tokens and cost to the run; with `status`, park or end it (the lease is given up)."""
         return driver_queries.fence_charge_write(
             run_id=run_id, owner=self.owner, now=self.clock(), attempt=attempt, step=step, status=status
         )
 
-    async def write(self, session: Any, run_id: str, writes: Sequence[Write]) -> None:
-        """Run a driver's writes in the session's transaction; the first is a fence (LeaseLost when it
-        fails, and the transaction rolls back whole)."""
-        if not await run_writes(session, writes):
+    @staticmethod
+    def write(conn: Connection, run_id: str, writes: Sequence[Write]) -> None:
+        """Run a driver's writes in the transaction of `conn` (inside Database.write); the first is a fence
+        (LeaseLost when it fails, and the transaction rolls back whole)."""
+        if not run_writes_sync(conn, writes):
             raise LeaseLost(run_id)
 
     async def commit(self, run_id: str, writes: Sequence[Write]) -> None:
-        """`write` in a transaction of its own."""
-        async with self.db.sessions.begin() as session:
-            await self.write(session, run_id, writes)
+        """`write` in a transaction of its own: one hand-off to the database's writer."""
+        await self.db.write(lambda conn: self.write(conn, run_id, writes))
 
     async def release_all(self) -> int:
         """Give up every lease this process holds (a clean stop): its runs go on elsewhere, or at the next
         start, at once rather than when the leases lapse. How many."""
-        async with self.db.sessions.begin() as session:
-            return await driver_queries.hand_back_all(session=session, owner=self.owner)
+        return await self.db.write(lambda conn: driver_queries.hand_back_all(conn, owner=self.owner))
 
     async def heartbeat(self, run_id: str, task: asyncio.Task[Any] | None) -> bool:
         """Renew the lease every third of its length; cancel `task` and return False once it is lost."""
@@ -88,10 +87,9 @@ class Lease:
         while True:
             await asyncio.sleep(interval)
             try:
-                async with self.db.sessions.begin() as session:
-                    ours = await driver_queries.renew_lease(
-                        session=session, run_id=run_id, owner=self.owner, now=self.clock(), lease_s=self.seconds
-                    )
+                now = self.clock()
+                ours = await self.db.write(lambda conn: driver_queries.renew_lease(
+                    conn, run_id=run_id, owner=self.owner, now=now, lease_s=self.seconds))
             except Exception as exc:  # noqa: BLE001 - the lease outlives two missed beats: try again
                 log.warning("run.heartbeat_failed", run_id=run_id, error=f"{type(exc).__name__}: {exc}")
                 continue

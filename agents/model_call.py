@@ -146,6 +146,15 @@ def classify(exc: Exception, *, model: str | None = None, key: _Key | None = Non
 
 
 def _cost(lite: Any, response: Any) -> float:
+    """What the call cost: litellm prices every response it returns (`response_cost`); computing it a
+    second time is only for a response that came without it."""
+    hidden = getattr(response, "_hidden_params", None)
+    priced = hidden.get("response_cost") if isinstance(hidden, dict) else None
+    if priced is not None:
+        try:
+            return float(priced)
+        except (TypeError, ValueError):
+            pass
     try:
         return float(lite.completion_cost(completion_response=response) or 0.0)
     except Exception:  # noqa: BLE001 - an unpriced model costs what we cannot know: record 0

@@ -17,7 +17,7 @@ log = structlog.get_logger("overseer.runner")
 class Runner:
     """Claims runnable runs (queued, or running under an expired lease) and advances them."""
 
-    def __init__(self, engine: Engine, *, concurrency: int = 8, poll_seconds: float = 2.0) -> None:
+    def __init__(self, engine: Engine, *, concurrency: int = 64, poll_seconds: float = 2.0) -> None:
         self.engine = engine
         self.poll_seconds = poll_seconds
         self.slots = Slots(concurrency, on_free=self.kick)
@@ -59,8 +59,8 @@ class Runner:
         room = self.slots.free
         if room <= 0:
             return []
-        async with self.engine.db.sessions.begin() as session:
-            ids = await driver_queries.runnable_run_ids(session=session, now=self.engine.clock(), limit=room + len(self._tasks))
+        now, limit = self.engine.clock(), room + len(self._tasks)
+        ids = await self.engine.db.read(lambda conn: driver_queries.runnable_run_ids(conn, now=now, limit=limit))
         started = []
         for run_id in ids:
             if self._stopping or run_id in self._tasks or self.slots.free <= 0:

@@ -23,7 +23,7 @@ from agents.lease import Lease
 from agents.text import as_text
 from agents.tools import call_tool
 from storage import driver_queries
-from storage.models import Attempt
+from storage.driver_queries import AttemptValues
 from storage.status import AttemptStatus
 
 log = structlog.get_logger("overseer.step")
@@ -37,8 +37,8 @@ class _StepState:
     number: int
     spent: float
     feedback: list[dict[str, str]] = field(default_factory=list)
-    last_failed: Attempt | None = None  # the backoff that follows it is recorded on it
-    pending: Attempt | None = None  # the next attempt, already recorded as started
+    last_failed: AttemptValues | None = None  # the backoff that follows it is recorded on it
+    pending: AttemptValues | None = None  # the next attempt, already recorded as started
     made: int = 0  # attempts made by this call
 
 
@@ -58,7 +58,7 @@ class StepSuccess:
     attempt's end and the step's result in one transaction."""
 
     output: Any
-    attempt: Attempt
+    attempt: AttemptValues
     spent: float  # the run's cost including this attempt
 
 
@@ -83,7 +83,7 @@ class StepCaller:
     def first_attempt(
         self, run_id: str, spec: WorkflowSpec, step: ModelStep | ToolStep, call_input: Any, *,
         attempts_so_far: int, spent: float, used: Mapping[int, int] | None = None,
-    ) -> Attempt:
+    ) -> AttemptValues:
         """The row of the step's next attempt, for the caller to record as started with the step's start.
 
         Raises BudgetExceeded when the call would break the budget, AttemptsSpent when none is left."""
@@ -93,7 +93,7 @@ class StepCaller:
 
     async def call(
         self, run_id: str, spec: WorkflowSpec, step: ModelStep | ToolStep, call_input: Any, *, attempts_so_far: int,
-        spent: float, used: Mapping[int, int] | None = None, started: Attempt | None = None,
+        spent: float, used: Mapping[int, int] | None = None, started: AttemptValues | None = None,
     ) -> StepSuccess:
         """The step's validated output, or a StepError saying why there is none. `started` is the first
         attempt's row if the caller already recorded it (first_attempt)."""
@@ -166,7 +166,7 @@ class StepCaller:
     def _start_row(
         self, state: _StepState, spec: WorkflowSpec, step: ModelStep | ToolStep, call_input: Any, target: str,
         fallback_index: int, model_attempt: int,
-    ) -> Attempt:
+    ) -> AttemptValues:
         """The next attempt as recorded before its call: what it will be called with (budget checked)."""
         if isinstance(step, ModelStep):
             messages = self._messages(step, call_input, state.feedback)
@@ -174,13 +174,12 @@ class StepCaller:
             recorded: Any = {"model": target, "messages": messages}
         else:
             recorded = {"tool": target, "args": call_input}
-        return Attempt(
+        return AttemptValues(
             run_id=state.run_id, step=step.name, number=state.number + 1, model=target, fallback_index=fallback_index,
             model_attempt=model_attempt, input=recorded, started_at=self.lease.clock(), status=AttemptStatus.STARTED,
-            tokens_in=0, tokens_out=0, cost_usd=0.0, latency_ms=0.0,
         )
 
-    async def _attempt(self, state: _StepState, step: ModelStep | ToolStep, row: Attempt) -> Any:
+    async def _attempt(self, state: _StepState, step: ModelStep | ToolStep, row: AttemptValues) -> Any:
         started = time.perf_counter()
         outcome = _Outcome()
         try:
@@ -233,7 +232,7 @@ class StepCaller:
                 f"the next call to {target} costs about ${estimate:.4f}"
             )
 
-    async def _record_failure(self, state: _StepState, step: ModelStep | ToolStep, row: Attempt) -> None:
+    async def _record_failure(self, state: _StepState, step: ModelStep | ToolStep, row: AttemptValues) -> None:
         """One fenced transaction: the attempt, its cost on the run and the step, and its announcement."""
         failed = outbox.AttemptFailed(
             step=step.name, attempt=row.number, model=row.model, error_type=row.error_type,
@@ -250,7 +249,7 @@ class StepCaller:
         log.warning("step.attempt_failed", model=row.model, error_type=row.error_type,
                     error=(row.error_message or "")[:300], latency_ms=round(row.latency_ms, 1))
 
-    async def _record_backoff(self, state: _StepState, delay: float, upcoming: Attempt) -> None:
+    async def _record_backoff(self, state: _StepState, delay: float, upcoming: AttemptValues) -> None:
         """The wait after the last failed attempt, and the next attempt recorded as started, together."""
         row = state.last_failed
         writes = [self.lease.fence_step(state.run_id, upcoming.step), driver_queries.attempt_start_write(upcoming)]
@@ -260,9 +259,9 @@ class StepCaller:
         state.pending = upcoming
 
 
-def _ended(row: Attempt, outcome: _Outcome, started: float, error: StepError | None) -> Attempt:
+def _ended(row: AttemptValues, outcome: _Outcome, started: float, error: StepError | None) -> AttemptValues:
     """A started attempt's row with how it ended."""
-    return Attempt(
+    return AttemptValues(
         run_id=row.run_id, step=row.step, number=row.number, model=row.model, fallback_index=row.fallback_index,
         model_attempt=row.model_attempt, input=row.input, started_at=row.started_at,
         status=AttemptStatus.FAILED if error else AttemptStatus.SUCCEEDED, model_used=outcome.model_used,

@@ -160,6 +160,7 @@ def build_services(
     engine_settings: EngineSettings | None = None,
     dispatcher_settings: DispatcherSettings | None = None,
     runner_poll_seconds: float = 2.0,
+    max_runs: int = 64,
     slack_retry_interval: float | None = None,
     group_ttl: float = 60.0,
     socket_mode: bool = False,
@@ -168,7 +169,7 @@ def build_services(
 ) -> Services:
     """Wire the pieces from plain values (serve passes configuration; tests pass the fakes' addresses)."""
     engine = Engine(db, settings=engine_settings)
-    runner = Runner(engine, poll_seconds=runner_poll_seconds)
+    runner = Runner(engine, concurrency=max_runs, poll_seconds=runner_poll_seconds)
     client = build_client(bot_token, base_url=slack_api_url, retry_interval=slack_retry_interval)
     dispatcher = Dispatcher(db, client, settings=dispatcher_settings, links=links_from(settings))
     directory = Directory(client, ttl=group_ttl)
@@ -311,7 +312,7 @@ async def _serve(settings: Settings, *, tasks: list[TaskFactory]) -> None:
             # A dead replica's claimed messages go out after twice its lease; a live one's deliveries
             # (Retry-After waits included) finish well within that.
             dispatcher_settings=DispatcherSettings(poll_seconds=settings.poll_seconds, claim_seconds=2 * settings.lease_seconds),
-            runner_poll_seconds=settings.poll_seconds, settings=settings, tasks=tasks,
+            runner_poll_seconds=settings.poll_seconds, max_runs=settings.max_runs, settings=settings, tasks=tasks,
         )
         if settings.socket_mode:
             assert settings.slack_app_token is not None

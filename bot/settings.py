@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     host: str = Field("0.0.0.0", validation_alias="OVERSEER_HOST")
     port: int = Field(3000, ge=1, le=65535, validation_alias="PORT")
     lease_seconds: float = Field(60.0, gt=0, validation_alias="OVERSEER_LEASE_SECONDS")
+    # Runs driven at once by this process (a run waiting out a backoff or a human holds no slot).
+    max_runs: int = Field(64, ge=1, le=100_000, validation_alias="OVERSEER_MAX_RUNS")
     retry_delay_scale: float = Field(1.0, ge=0, validation_alias="OVERSEER_RETRY_DELAY_SCALE")
     schedule_grace_seconds: float = Field(3600.0, ge=0, validation_alias="OVERSEER_SCHEDULE_GRACE")
     digest_cron: str = Field("0 9 * * *", validation_alias="OVERSEER_DIGEST_CRON")

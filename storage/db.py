@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from storage.writer import LoopWorker, Reads, SqliteWorker, run_prepared, tracked, tune
+
+T = TypeVar("T")
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
 
@@ -25,19 +30,72 @@ def async_url(url: str) -> str:
     return parsed.set(drivername=_ASYNC_DRIVERS[backend]).render_as_string(hide_password=False)
 
 
+class Gate:
+    """At most `size` transactions of write/read at once (per event loop), so none waits on the pool's
+    checkout timeout: a transaction waits its turn here, for as long as it takes, never failing."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._held: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+
+    def semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._held is None or self._held[0] is not loop:
+            self._held = (loop, asyncio.Semaphore(self.size))
+        return self._held[1]
+
+
 @dataclass(frozen=True)
 class Database:
-    """An engine and its session factory; pass `db` down, open sessions at the edges."""
+    """An engine and its session factory; pass `db` down, open sessions at the edges.
+
+    `write` and `read` run a plain function of a SQLAlchemy Connection in one transaction: on a SQLite
+    file on the writer (or reader) thread, on PostgreSQL on a loop thread of its own (storage.writer),
+    for an in-memory SQLite through this engine. The hot path uses them; the sessions serve the rest."""
 
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    writer: SqliteWorker | LoopWorker | None = None
+    reader: SqliteWorker | Reads | None = None
+    gate: Gate = field(default_factory=lambda: Gate(10))
 
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn(connection)` in one write transaction: committed when it returns, rolled back when it
+        raises. Finished by the database's own thread even if the awaiting task is cancelled."""
+        if self.writer is not None:
+            return await self.writer.run(fn)
+        return await self._through_engine(fn, begin=True)
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn(connection)` on a read connection (one snapshot on SQLite): what it returns."""
+        if self.reader is not None:
+            return await self.reader.run(fn)
+        return await self._through_engine(fn, begin=False)
+
+    async def _through_engine(self, fn: Callable[[Connection], T], *, begin: bool) -> T:
+        async with self.gate.semaphore():
+            for again in (True, False):
+                sent: dict[str, bool] = {}
+                try:
+                    async with self.engine.begin() if begin else self.engine.connect() as conn:
+                        return await conn.run_sync(tracked(fn, sent))
+                except DBAPIError as exc:
+                    # No pre-ping per checkout: a connection the server dropped (a restart) shows at its
+                    # first statement. SQLAlchemy then recycles the whole pool; run it once more, only
+                    # when nothing of the transaction reached the server.
+                    if not (again and exc.connection_invalidated and not sent.get("sent")):
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection and end the database threads."""
+        for worker in (self.writer, self.reader):
+            if worker is not None:
+                await worker.close()
         await self.engine.dispose()
 
 
@@ -62,25 +120,30 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         # read-only sessions (the digest, status pages) take no lock and no transaction costs an
         # extra BEGIN round trip.
         dbapi_conn.isolation_level = "IMMEDIATE"
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
+        tune(dbapi_conn)
 
 
-
-def connect(url: str, *, echo: bool = False) -> Database:
-    """Create the engine for a database URL; SQLite files get WAL mode and immediate write transactions."""
+def connect(url: str, *, echo: bool = False, pool_size: int = 10) -> Database:
+    """Create the engine for a database URL; SQLite files get WAL mode, immediate write transactions and
+    a writer thread. PostgreSQL: no pre-ping per checkout (Database.write reconnects instead)."""
     full = async_url(url)
     kwargs: dict = {"echo": echo}
     if full.startswith("postgresql"):
-        kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size)
     engine = create_async_engine(full, **kwargs)
-    if engine.dialect.name == "sqlite":
-        _tune_sqlite(engine)
-    return Database(engine=engine, sessions=async_sessionmaker(engine, expire_on_commit=False))
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    # write/read take at most pool_size connections: the other half of the pool stays for the sessions.
+    gate = Gate(pool_size)
+    if engine.dialect.name != "sqlite":
+        worker = LoopWorker(full, size=pool_size, name="overseer-postgresql-loop")
+        return Database(engine=engine, sessions=sessions, writer=worker, reader=Reads(worker), gate=gate)
+    _tune_sqlite(engine)
+    database = make_url(full).database
+    if not database or database == ":memory:":
+        return Database(engine=engine, sessions=sessions, gate=gate)  # one memory database per connection
+    writer = SqliteWorker(full, name="overseer-sqlite-writer", begin="BEGIN IMMEDIATE")
+    reader = SqliteWorker(full, name="overseer-sqlite-reader", begin="BEGIN")
+    return Database(engine=engine, sessions=sessions, writer=writer, reader=reader, gate=gate)
 
 
 # --- a transaction's writes, in order, with guards ---------------------------------------------
@@ -95,5 +158,16 @@ async def run_writes(session: AsyncSession, writes: Sequence[Write]) -> bool:
     for stmt, params, guard in writes:
         result = await conn.execute(stmt, params)
         if guard and result.rowcount != 1:
+            return False
+    return True
+
+
+def run_writes_sync(conn: Connection, writes: Sequence[Write]) -> bool:
+    """run_writes on a plain Connection (inside Database.write); prepared statements go straight to pysqlite."""
+    for stmt, params, guard in writes:
+        count = run_prepared(conn, stmt, params)
+        if count is None:
+            count = conn.execute(stmt, params).rowcount
+        if guard and count != 1:
             return False
     return True

@@ -6,15 +6,18 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, case, func, insert, or_, select, update
+from dataclasses import dataclass, fields
+
+from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Write
+from storage.writer import prepared
 from storage.models import Attempt, Run, StepRun
 from storage.status import RUNNABLE, STARTABLE_STEP, AttemptStatus, RunStatus, StepStatus
 
 
-async def runnable_run_ids(*, session: AsyncSession, now: datetime, limit: int) -> list[str]:
+def runnable_run_ids(conn: Connection, *, now: datetime, limit: int) -> list[str]:
     """Runs waiting for a driver: queued, or running under an expired lease (its process died)."""
     query = (
         select(Run.id)
@@ -22,9 +25,9 @@ async def runnable_run_ids(*, session: AsyncSession, now: datetime, limit: int) 
         .order_by(Run.created_at)
         .limit(limit)
     )
-    if session.bind.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    return list((await session.scalars(query)).all())
+    return list(conn.scalars(query).all())
 
 
 def fence_write(*, run_id: str, owner: str, now: datetime, **values: Any) -> Write:
@@ -38,14 +41,9 @@ def fence_write(*, run_id: str, owner: str, now: datetime, **values: Any) -> Wri
     return (stmt, {}, True)
 
 
-async def renew_lease(*, session: AsyncSession, run_id: str, owner: str, now: datetime, lease_s: float) -> bool:
+def renew_lease(conn: Connection, *, run_id: str, owner: str, now: datetime, lease_s: float) -> bool:
     """Extend our lease; False when it was lost or the run was cancelled meanwhile."""
-    result = await session.execute(
-        update(Run)
-        .where(Run.id == run_id, Run.lease_owner == owner, Run.status.in_(RUNNABLE))
-        .values(lease_expires_at=now + timedelta(seconds=lease_s))
-        .execution_options(synchronize_session=False)
-    )
+    result = conn.execute(_RENEW, {"p_run": run_id, "p_owner": owner, "p_until": now + timedelta(seconds=lease_s)})
     return result.rowcount == 1
 
 
@@ -54,25 +52,23 @@ async def lease_owners(*, session: AsyncSession) -> list[str]:
     return list((await session.scalars(select(Run.lease_owner).where(Run.lease_owner.is_not(None)).distinct())).all())
 
 
-async def hand_back(*, session: AsyncSession, run_id: str, owner: str) -> bool:
+def hand_back(conn: Connection, *, run_id: str, owner: str) -> bool:
     """A driver stopping on purpose gives a running run back (queued, no lease): no crash to count."""
-    result = await session.execute(
+    result = conn.execute(
         update(Run)
         .where(Run.id == run_id, Run.lease_owner == owner, Run.status == RunStatus.RUNNING)
         .values(status=RunStatus.QUEUED, lease_owner=None, lease_expires_at=None)
-        .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1
 
 
-async def hand_back_all(*, session: AsyncSession, owner: str) -> int:
+def hand_back_all(conn: Connection, *, owner: str) -> int:
     """A process stopping on purpose gives back every run it drives (running ones queued again: no crash
     to count), so they go on elsewhere at once. How many."""
-    result = await session.execute(
+    result = conn.execute(
         update(Run).where(Run.lease_owner == owner)
         .values(lease_owner=None, lease_expires_at=None,
                 status=case((Run.status == RunStatus.RUNNING, RunStatus.QUEUED), else_=Run.status))
-        .execution_options(synchronize_session=False)
     )
     return result.rowcount or 0
 
@@ -93,7 +89,33 @@ async def release_leases(*, session: AsyncSession, owner: str) -> int:
 _RUNS, _STEPS = Run.__table__, StepRun.__table__
 
 
-_ATTEMPT_COLUMNS = tuple(c.key for c in Attempt.__table__.c if c.key != "id")
+@dataclass(frozen=True, slots=True)
+class AttemptValues:
+    """One attempt as plain values (the attempts table's columns but its id): written by Core
+    statements, never through an ORM object on the hot path."""
+
+    run_id: str
+    step: str
+    number: int
+    model: str | None
+    fallback_index: int
+    model_attempt: int
+    input: Any
+    started_at: datetime
+    status: str = AttemptStatus.STARTED
+    model_used: str | None = None
+    raw_output: str | None = None
+    parsed_output: Any = None
+    error_type: str | None = None
+    error_message: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    backoff_s: float | None = None
+
+
+_ATTEMPT_COLUMNS = tuple(f.name for f in fields(AttemptValues))
 # What the end of an attempt fills in (the rest was recorded at its start).
 _FINISH_COLUMNS = (
     "status", "model_used", "raw_output", "parsed_output", "error_type", "error_message", "tokens_in", "tokens_out",
@@ -120,13 +142,13 @@ _CHARGE = {
 
 _RELEASE = {"status": bindparam("p_status"), "lease_owner": None, "lease_expires_at": None}
 
-_FENCE_STEP = _fenced(current_step=bindparam("p_step"))
+_FENCE_STEP = prepared(_fenced(current_step=bindparam("p_step")))
 
-_FENCE_CHARGE_STEP = _fenced(**_CHARGE, current_step=bindparam("p_step"))
+_FENCE_CHARGE_STEP = prepared(_fenced(**_CHARGE, current_step=bindparam("p_step")))
 
-_FENCE_CHARGE_PARK = _fenced(**_CHARGE, **_RELEASE)
+_FENCE_CHARGE_PARK = prepared(_fenced(**_CHARGE, **_RELEASE))
 
-_FENCE_CHARGE_END = _fenced(**_CHARGE, **_RELEASE, finished_at=bindparam("p_now"), current_step=None)
+_FENCE_CHARGE_END = prepared(_fenced(**_CHARGE, **_RELEASE, finished_at=bindparam("p_now"), current_step=None))
 
 _CLAIM = (
     update(_RUNS)
@@ -149,6 +171,12 @@ _CLAIM = (
                _RUNS.c.mocked)
 )
 
+_RENEW = prepared(
+    update(_RUNS)
+    .where(_RUNS.c.id == bindparam("p_run"), _RUNS.c.lease_owner == bindparam("p_owner"), _RUNNABLE)
+    .values(lease_expires_at=bindparam("p_until"))
+)
+
 _STEP_ROWS = (
     select(_STEPS.c.id, _STEPS.c.step, _STEPS.c.status, _STEPS.c.input_override, _STEPS.c.output, _STEPS.c.attempts,
            _STEPS.c.retry_base)
@@ -156,13 +184,13 @@ _STEP_ROWS = (
     .order_by(_STEPS.c.position)
 )
 
-_START_STEP = (
+_START_STEP = prepared(
     update(_STEPS)
     .where(_STEPS.c.id == bindparam("p_id"), or_(*(_STEPS.c.status == s for s in STARTABLE_STEP)))
     .values(status=StepStatus.RUNNING, input=bindparam("p_input"), started_at=bindparam("p_now"), error=None)
 )
 
-_END_STEP = (
+_END_STEP = prepared(
     update(_STEPS)
     .where(_STEPS.c.id == bindparam("p_id"), _STEPS.c.status == StepStatus.RUNNING)
     .values(
@@ -172,11 +200,11 @@ _END_STEP = (
     )
 )
 
-_INSERT_RUN = insert(_RUNS)
+_INSERT_RUN = prepared(insert(_RUNS))
 
-_INSERT_STEPS = insert(_STEPS)
+_INSERT_STEPS = prepared(insert(_STEPS))
 
-_INSERT_ATTEMPT = insert(Attempt.__table__)
+_INSERT_ATTEMPT = prepared(insert(Attempt.__table__))
 
 
 def new_run_writes(values: dict[str, Any], steps: Sequence[str]) -> list[Write]:
@@ -185,21 +213,15 @@ def new_run_writes(values: dict[str, Any], steps: Sequence[str]) -> list[Write]:
     return [(_INSERT_RUN, values, False), (_INSERT_STEPS, rows, False)]
 
 
-async def claim_run_returning(
-    *, session: AsyncSession, run_id: str, owner: str, now: datetime, lease_s: float
-) -> Row[Any] | None:
+def claim_run_returning(conn: Connection, *, run_id: str, owner: str, now: datetime, lease_s: float) -> Row[Any] | None:
     """Take the lease of a runnable run (and mark it running) if nobody holds a live one, handing back what driving needs (workflow, inputs, spec, cost_usd, mocked), or None."""
-    conn = await session.connection()
-    result = await conn.execute(
-        _CLAIM, {"p_run": run_id, "p_owner": owner, "p_now": now, "p_until": now + timedelta(seconds=lease_s)}
-    )
+    result = conn.execute(_CLAIM, {"p_run": run_id, "p_owner": owner, "p_now": now, "p_until": now + timedelta(seconds=lease_s)})
     return result.first()
 
 
-async def step_rows(*, session: AsyncSession, run_id: str) -> Sequence[Row[Any]]:
+def step_rows(conn: Connection, *, run_id: str) -> Sequence[Row[Any]]:
     """A run's steps in spec order as plain rows (id, step, status, input_override, output, attempts)."""
-    conn = await session.connection()
-    return (await conn.execute(_STEP_ROWS, {"p_run": run_id})).all()
+    return conn.execute(_STEP_ROWS, {"p_run": run_id}).all()
 
 
 def fence_step_write(*, run_id: str, owner: str, now: datetime, step: str) -> Write:
@@ -208,7 +230,7 @@ def fence_step_write(*, run_id: str, owner: str, now: datetime, step: str) -> Wr
 
 
 def fence_charge_write(
-    *, run_id: str, owner: str, now: datetime, attempt: Attempt, step: str | None = None, status: str | None = None
+    *, run_id: str, owner: str, now: datetime, attempt: AttemptValues, step: str | None = None, status: str | None = None
 ) -> Write:
     """fence_write adding an attempt's tokens and cost to the run, and then either moving it on to `step`,
     or (with `status`) parking it (awaiting_approval) or ending it: both give the lease up."""
@@ -226,7 +248,7 @@ def start_step_write(*, step_run_id: int, call_input: Any, now: datetime) -> Wri
     return (_START_STEP, {"p_id": step_run_id, "p_input": call_input, "p_now": now}, False)
 
 
-def end_step_write(*, step_run_id: int, status: str, output: Any, now: datetime, attempt: Attempt) -> Write:
+def end_step_write(*, step_run_id: int, status: str, output: Any, now: datetime, attempt: AttemptValues) -> Write:
     """Record a running step's result: succeeded, or awaiting_approval (then awaiting since now)."""
     return (_END_STEP, {
         "p_id": step_run_id, "p_status": status, "p_output": output, "p_now": now, "p_attempts": attempt.number,
@@ -234,13 +256,13 @@ def end_step_write(*, step_run_id: int, status: str, output: Any, now: datetime,
     }, False)
 
 
-def attempt_start_write(attempt: Attempt) -> Write:
+def attempt_start_write(attempt: AttemptValues) -> Write:
     """Record an attempt as started, before its call: a crash during the call leaves it on record."""
     values = {key: getattr(attempt, key) for key in _ATTEMPT_COLUMNS}
     return (_INSERT_ATTEMPT, values | {"status": AttemptStatus.STARTED}, False)
 
 
-_END_ATTEMPT = (
+_END_ATTEMPT = prepared(
     update(Attempt.__table__)
     .where(
         Attempt.__table__.c.run_id == bindparam("p_run"), Attempt.__table__.c.step == bindparam("p_step"),
@@ -250,13 +272,13 @@ _END_ATTEMPT = (
 )
 
 
-def attempt_end_write(attempt: Attempt) -> Write:
+def attempt_end_write(attempt: AttemptValues) -> Write:
     """Record how a started attempt ended (its outcome, output, tokens, cost and latency)."""
     values = {f"v_{key}": getattr(attempt, key) for key in _FINISH_COLUMNS}
     return (_END_ATTEMPT, {"p_run": attempt.run_id, "p_step": attempt.step, "p_number": attempt.number, **values}, False)
 
 
-def attempt_failed_write(*, run_id: str, step: str, attempt: Attempt) -> Write:
+def attempt_failed_write(*, run_id: str, step: str, attempt: AttemptValues) -> Write:
     """Count a failed attempt on its step: the attempts so far and their cost."""
     stmt = (
         update(StepRun)
@@ -281,10 +303,9 @@ _INTERRUPT = (
 )
 
 
-async def interrupt_started(*, session: AsyncSession, run_id: str) -> Sequence[Row[Any]]:
+def interrupt_started(conn: Connection, *, run_id: str) -> Sequence[Row[Any]]:
     """Mark the run's attempts that were started and never ended as interrupted: (step, number, model, input)."""
-    conn = await session.connection()
-    return (await conn.execute(_INTERRUPT, {"p_run": run_id})).all()
+    return conn.execute(_INTERRUPT, {"p_run": run_id}).all()
 
 
 def interrupted_writes(*, run_id: str, step: str, number: int, cost_usd: float) -> list[Write]:
@@ -304,11 +325,39 @@ def interrupted_writes(*, run_id: str, step: str, number: int, cost_usd: float) 
     return [(on_step, {}, False), (on_attempt, {}, False)]
 
 
-async def attempts_per_target(*, session: AsyncSession, run_id: str, step: str, after: int) -> dict[int, int]:
+def attempts_per_target(conn: Connection, *, run_id: str, step: str, after: int) -> dict[int, int]:
     """How many attempts each target (fallback index) of a step has made since attempt `after`."""
-    rows = await session.execute(
+    rows = conn.execute(
         select(Attempt.fallback_index, func.count())
         .where(Attempt.run_id == run_id, Attempt.step == step, Attempt.number > after)
         .group_by(Attempt.fallback_index)
     )
     return {index: count for index, count in rows.all()}
+
+
+_TRIED = select(*(c for c in Attempt.__table__.c)).where(
+    Attempt.__table__.c.run_id == bindparam("p_run"), Attempt.__table__.c.step == bindparam("p_step"),
+).order_by(Attempt.__table__.c.id)
+
+
+def step_attempts(conn: Connection, *, run_id: str, step: str) -> Sequence[Row[Any]]:
+    """A step's attempts in order, as plain rows with the attempts table's columns."""
+    return conn.execute(_TRIED, {"p_run": run_id, "p_step": step}).all()
+
+
+def fail_step_write(*, step_run_id: int, call_input: Any, error: str, now: datetime) -> Write:
+    """Mark a pending, interrupted or running step failed, with the input it was called with."""
+    stmt = (
+        update(_STEPS)
+        .where(_STEPS.c.id == step_run_id, _STEPS.c.status.in_(STARTABLE_STEP))
+        .values(status=StepStatus.FAILED, input=call_input, error=error, finished_at=now)
+    )
+    return (stmt, {}, False)
+
+
+_STATUS = select(_RUNS.c.status).where(_RUNS.c.id == bindparam("p_run"))
+
+
+def run_status(conn: Connection, *, run_id: str) -> str | None:
+    """A run's status, or None when there is no such run."""
+    return conn.execute(_STATUS, {"p_run": run_id}).scalar()

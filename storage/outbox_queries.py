@@ -10,10 +10,11 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Write
+from storage.writer import prepared
 from storage.models import OutboxMessage, utcnow
 
 
-_INSERT_OUTBOX = insert(OutboxMessage.__table__)
+_INSERT_OUTBOX = prepared(insert(OutboxMessage.__table__))
 
 
 def outbox_write(messages: Sequence[tuple[str | None, str, dict[str, Any], str | None]]) -> Write:

@@ -56,3 +56,50 @@ async def test_run_writes_stops_at_a_failed_guard_and_the_rollback_undoes_it(sql
         # Columns left out stay SQL NULL (not JSON 'null'), as an ORM insert leaves them.
         nulls = "SELECT count(*) FROM step_runs WHERE input IS NULL AND output IS NULL AND input_override IS NULL"
         assert (await session.execute(text(nulls))).scalar() == 2
+
+
+@pytest.mark.postgres
+async def test_after_postgresql_drops_every_connection_the_next_write_reconnects_once_without_a_pre_ping(
+    pg_database: str,
+) -> None:
+    """No pre-ping per checkout: a pooled connection the server dropped (a restart) is retried once, on
+    a new connection, when nothing of the transaction had reached the server."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    db = connect(pg_database)
+    try:
+        assert await db.write(lambda conn: conn.execute(text("SELECT 1")).scalar()) == 1  # a pooled connection
+        admin = await asyncpg.connect(make_url(pg_database).set(drivername="postgresql").render_as_string(hide_password=False))
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+        assert await db.write(lambda conn: conn.execute(text("SELECT 2")).scalar()) == 2
+        assert await db.read(lambda conn: conn.execute(select(Run.id)).all()) is not None
+    finally:
+        await db.dispose()
+
+
+async def test_a_write_whose_task_is_cancelled_still_ends_its_transaction(sqlite_db: Database, tmp_path: Path) -> None:
+    """The writer thread finishes what it began: a cancelled caller leaves no write lock held."""
+    import asyncio
+    import time
+
+    def slow(conn) -> None:  # type: ignore[no-untyped-def]
+        conn.execute(text("INSERT INTO claims (key, owner, at) VALUES ('slow', 'o', '2024-01-01')"))
+        time.sleep(0.3)
+
+    task = asyncio.create_task(sqlite_db.write(slow))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    other = sqlite3.connect(tmp_path / "db.sqlite", timeout=2)
+    try:  # the lock is free at once (busy_timeout would have made this wait 30 s)
+        other.execute("INSERT INTO claims (key, owner, at) VALUES ('next', 'o', '2024-01-01')")
+        other.commit()
+        assert {k for (k,) in other.execute("SELECT key FROM claims")} == {"slow", "next"}
+    finally:
+        other.close()
