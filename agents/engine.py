@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from agents import checkpoints, model_call, outbox
+from agents import checkpoints, model_call, outbox, tracing
 from agents.errors import Crashed, InvalidState, PermanentError, StepError, UnknownRun
 from agents.fetch_guard import FetchPolicy
 from agents.lease import Lease, LeaseLost, default_owner
@@ -213,6 +213,7 @@ class Engine:
         async with self.db.sessions.begin() as session:
             await driver_queries.hand_back(session=session, run_id=run_id, owner=self.settings.owner)
 
+    @tracing.traced_run
     async def _drive(self, driving: _Driving) -> str:
         for index, step_run in enumerate(driving.steps):
             if step_run.status in DONE_STEP:

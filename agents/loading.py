@@ -8,6 +8,7 @@ SpecError line naming the file.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,11 @@ from pydantic import ValidationError
 
 from agents.bounds import MAX_DEPTH, MAX_VALUES, shape_problem
 from agents.contract import check_output
-from agents.errors import BadOutput, InvalidInputs, SpecError
+from agents.errors import BadOutput, InvalidInputs, SpecError, ToolNotFound
 from agents.inputs import coerce_inputs
-from agents.spec import WorkflowSpec
+from agents.spec import ModelStep, ToolStep, WorkflowSpec
 from agents.templates import check_spec_templates
+from agents.tools import BUILTIN_TOOLS, resolve_tool
 
 
 def _where(data: Any, loc: tuple[Any, ...]) -> str:
@@ -53,6 +55,41 @@ def _example_problems(spec: WorkflowSpec) -> list[str]:
     return problems
 
 
+def _tool_problems(spec: WorkflowSpec) -> list[str]:
+    """Every `tool:` must name a built-in or an importable function: a misspelt one fails here, not mid-run."""
+    problems = []
+    for index, step in enumerate(spec.steps):
+        if not isinstance(step, ToolStep):
+            continue
+        try:
+            resolve_tool(step.tool)
+        except ToolNotFound as exc:
+            close = difflib.get_close_matches(step.tool, list(BUILTIN_TOOLS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"steps[{index}] ({step.name}).tool: {exc}{hint}")
+    return problems
+
+
+def lint_spec(spec: WorkflowSpec) -> list[str]:
+    """What the project's rules ask of a spec beyond validity, one warning each: an output contract for
+    every model step, a description, a budget for a workflow that calls models."""
+    warnings = []
+    if not spec.description.strip():
+        warnings.append("description: none; say what the workflow is for (`/overseer list` shows it)")
+    models = [s for s in spec.steps if isinstance(s, ModelStep)]
+    if models and spec.budget_usd is None:
+        warnings.append("budget_usd: none; a workflow that calls models should say what a run may spend")
+    for index, step in enumerate(spec.steps):
+        if not isinstance(step, ModelStep):
+            continue
+        where = f"steps[{index}] ({step.name}).output"
+        if "output" not in step.model_fields_set:
+            warnings.append(f"{where}: no output contract; declare `format: json` with a `schema`, or `format: text`")
+        elif step.output.format == "json" and step.output.schema_ is None:
+            warnings.append(f"{where}: format json without a schema; any JSON passes")
+    return warnings  # a checkpoint without approvers is an error already (WorkflowSpec refuses it)
+
+
 def parse_spec(data: Any, source: str) -> WorkflowSpec:
     """Validate a spec's parsed YAML; raise SpecError with one line per problem (and nothing else, whatever the data)."""
     if not isinstance(data, dict):
@@ -77,7 +114,7 @@ def _validated(data: dict[str, Any], source: str) -> WorkflowSpec:
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{source}: {_where(data, tuple(err['loc']))}: {msg}")
         raise SpecError("\n".join(dict.fromkeys(lines))) from None
-    problems = check_spec_templates(spec) + _example_problems(spec)
+    problems = check_spec_templates(spec) + _example_problems(spec) + _tool_problems(spec)
     if spec.schedule is not None:
         try:
             coerce_inputs(spec, dict(spec.schedule.inputs))

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
 import subprocess
 import tempfile
+import threading
 from typing import Any, TextIO
 
 from agents.errors import ContractViolation, InvalidState
 from agents.text import as_text
-from bot.cli_render import progress_line
+from bot.cli_progress import Progress
 from bot.format import duration
-from storage import outbox_queries, run_queries
+from storage import run_queries
 from storage.models import utcnow
 from storage.status import RUNNABLE, Action, RunStatus
 
@@ -23,23 +25,20 @@ def cli_user() -> str:
     return f"cli:{os.environ.get('USER') or 'cli'}"
 
 
-async def print_progress(engine: Any, run_id: str, out: TextIO) -> None:
-    """Print the run's undelivered announcements once each; the terminal is their surface."""
-    async with engine.db.sessions.begin() as session:
-        messages = [m for m in await outbox_queries.outbox_since(session=session, after_id=0, run_id=run_id) if m.delivered_at is None]
-        for message in messages:
-            line = progress_line(message)
-            if line:
-                print(line, file=out, flush=True)
-        await outbox_queries.mark_outbox_done(session=session, message_ids=[m.id for m in messages], now=utcnow())
-
-
-async def _advance(engine: Any, run_id: str, out: TextIO) -> str:
+async def _advance(engine: Any, run_id: str, progress: Progress) -> str:
+    """Drive until the run stops or waits; interrupted (Ctrl-C), hand the run back before going."""
     task = asyncio.create_task(engine.advance(run_id))
-    while not task.done():
-        await print_progress(engine, run_id, out)
-        await asyncio.wait([task], timeout=0.2)
-    await print_progress(engine, run_id, out)
+    try:
+        while not task.done():
+            await progress.show(engine, run_id)
+            progress.tick()
+            await asyncio.wait([task], timeout=0.2)
+    except asyncio.CancelledError:
+        task.cancel()  # the engine hands its lease back as it stops, so `resume` need not wait it out
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(asyncio.wait([task], timeout=5))
+        raise
+    await progress.show(engine, run_id)
     return task.result()
 
 
@@ -56,11 +55,12 @@ async def _wait_for_lease(engine: Any, run_id: str, out: TextIO, seen: set[Any])
     await asyncio.sleep(delay)
 
 
-async def drive(engine: Any, run_id: str, *, yes: bool, out: TextIO) -> str:
+async def drive(engine: Any, run_id: str, *, yes: bool, out: TextIO, results: bool = True) -> str:
     """Drive a run to its end, deciding checkpoints at the prompt (or approving all with yes)."""
     seen_leases: set[Any] = set()
+    progress = Progress(out, results=results)
     while True:
-        status = await _advance(engine, run_id, out)
+        status = await _advance(engine, run_id, progress)
         if status in RUNNABLE:
             await _wait_for_lease(engine, run_id, out, seen_leases)
             continue
@@ -68,14 +68,26 @@ async def drive(engine: Any, run_id: str, *, yes: bool, out: TextIO) -> str:
             return status
         if not await _checkpoint(engine, run_id, yes=yes, out=out):
             return status
-        await print_progress(engine, run_id, out)
+        await progress.show(engine, run_id)
 
 
-async def _ask(prompt: str) -> str | None:
-    try:
-        return (await asyncio.to_thread(input, prompt)).strip()
-    except EOFError:
-        return None
+async def _ask(prompt: str, out: TextIO) -> str | None:
+    """A line typed at the prompt (None at end of input), read in a daemon thread: Ctrl-C never waits on it."""
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str | None] = loop.create_future()
+
+    print(prompt, end="", file=out, flush=True)  # on the progress stream: stdout may be for a script
+
+    def read() -> None:
+        try:
+            value: str | None = input().strip()
+        except (EOFError, OSError, ValueError):
+            value = None
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(lambda: answer.done() or answer.set_result(value))
+
+    threading.Thread(target=read, name="overseer-prompt", daemon=True).start()
+    return await answer
 
 
 async def _checkpoint(engine: Any, run_id: str, *, yes: bool, out: TextIO) -> bool:
@@ -86,8 +98,9 @@ async def _checkpoint(engine: Any, run_id: str, *, yes: bool, out: TextIO) -> bo
         await engine.decide(run_id, step, action=Action.APPROVE, by=cli_user())
         print("  approved (--yes)", file=out, flush=True)
         return True
+    draft = as_text(output)
     while True:
-        answer = await _ask("[a]pprove, [e]dit, [r]eject? ")
+        answer = await _ask("[a]pprove, [e]dit, [r]eject? ", out)
         if answer is None:
             return False
         choice = answer[:1].lower()
@@ -95,16 +108,16 @@ async def _checkpoint(engine: Any, run_id: str, *, yes: bool, out: TextIO) -> bo
             await engine.decide(run_id, step, action=Action.APPROVE, by=cli_user())
             return True
         if choice == "r":
-            reason = await _ask("reason: ")
+            reason = await _ask("reason: ", out)
             await engine.decide(run_id, step, action=Action.REJECT, by=cli_user(), reason=reason or None)
             return True
         if choice == "e":
-            edited = await asyncio.to_thread(_edit_in_editor, as_text(output), spec.step(step).output.format)
+            draft = await asyncio.to_thread(_edit_in_editor, draft, spec.step(step).output.format)
             try:
-                await engine.decide(run_id, step, action=Action.EDIT, by=cli_user(), edited=edited)
+                await engine.decide(run_id, step, action=Action.EDIT, by=cli_user(), edited=draft)
                 return True
-            except ContractViolation as exc:
-                print(f"  {exc}; nothing changed, try again", file=out, flush=True)
+            except ContractViolation as exc:  # the next edit starts from what was typed, not from the output
+                print(f"  {exc}; nothing changed, try again (your edit is kept)", file=out, flush=True)
 
 
 def _edit_in_editor(text: str, fmt: str) -> str:
