@@ -139,8 +139,11 @@ def _main(args: argparse.Namespace) -> int:
         if args.command == "serve":
             configure_logging(fmt=settings.log_format, level=settings.log_level)
         else:  # the terminal is for the command's own output; logs go to stderr, warnings only unless -v
+            from bot.cli_progress import BesideProgress
+            from bot.logs import underneath
+
             configure_logging(fmt="console" if sys.stderr.isatty() else "json",
-                              level="info" if args.verbose else "warning", stream=sys.stderr)
+                              level="info" if args.verbose else "warning", stream=BesideProgress(underneath(sys.stderr)))
         _redact_spec_keys(settings)
         if args.command != "check":
             from bot.telemetry import configure_telemetry

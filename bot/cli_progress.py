@@ -15,6 +15,25 @@ from storage.models import utcnow
 from storage.status import RunStatus, StepStatus
 
 _FINISHED = (outbox.StepSucceeded.kind, outbox.CheckpointWaiting.kind)
+_drawing: list[Progress] = []  # progress with its ticking line on the terminal now
+
+
+class BesideProgress:
+    """A stream (the logs' stderr) whose writes first clear a ticking progress line, so they never run into it."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        for progress in _drawing:
+            progress.clear()
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return bool(self.stream.isatty())
 
 
 class Progress:
@@ -43,12 +62,20 @@ class Progress:
             step, since = self.running
             self.out.write(f"\r  {step_icon(StepStatus.RUNNING)} {step} … {duration(time.monotonic() - since)}\x1b[K")
             self.out.flush()
+            if not self._drawn:
+                _drawing.append(self)
             self._drawn = True
 
-    def _print(self, line: str) -> None:
+    def clear(self) -> None:
+        """Take the ticking line off the screen (the next tick draws it again)."""
         if self._drawn:
             self.out.write("\r\x1b[K")
+            self.out.flush()
             self._drawn = False
+            _drawing.remove(self)
+
+    def _print(self, line: str) -> None:
+        self.clear()
         print(line, file=self.out, flush=True)
 
     async def _lines(self, session: Any, message: Any) -> list[str]:

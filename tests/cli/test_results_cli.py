@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from bot.cli_progress import Progress
+from bot.cli_progress import BesideProgress, Progress
 from storage.db import Database
 from tests.cli.test_cli import DRAFT, cli_env, content_model, draft_requests
 from tests.cli.test_mock import bare_env
@@ -71,6 +71,23 @@ def test_a_terminal_sees_the_running_steps_time_tick() -> None:
     progress.tick()
     progress._print("  ✓ draft · 12s · $0.0000")
     assert screen.getvalue() == "\r  ⟳ draft … 12s\x1b[K\r\x1b[K  ✓ draft · 12s · $0.0000\n"
+
+
+def test_a_log_line_clears_the_ticking_line_first_instead_of_running_into_it() -> None:
+    screen = io.StringIO()
+    progress = Progress(screen, live=True)
+    progress.running = ("draft", time.monotonic())
+    progress.tick()
+    BesideProgress(screen).write("warning step.attempt_failed\n")
+    progress.tick()
+    assert screen.getvalue() == "\r  ⟳ draft … 0.0s\x1b[K\r\x1b[Kwarning step.attempt_failed\n\r  ⟳ draft … 0.0s\x1b[K"
+
+
+async def test_logs_are_warnings_only_unless_verbose(db_url: str) -> None:
+    code, _, quiet = await overseer(bare_env(db_url), "run", "ticket-triage", "--mock", "ticket=hi")
+    assert code == 0 and "run.queued" not in quiet and "step.succeeded" not in quiet
+    code, out, loud = await overseer(bare_env(db_url), "-v", "run", "ticket-triage", "--mock", "ticket=hi")
+    assert code == 0 and "run.queued" in loud and "step.succeeded" in loud and "step.succeeded" not in out
 
 
 async def test_ctrl_c_hands_the_run_back_at_once_and_says_how_to_resume(
