@@ -102,3 +102,19 @@ async def test_every_model_call_carries_run_workflow_step_and_attempt_as_metadat
     assert {k: seen[0].get(k) for k in ("run_id", "workflow", "step", "attempt")} == {
         "run_id": run_id, "workflow": "test-flow", "step": "only", "attempt": 1}
     assert "metadata" not in fake_model.requests[0].body  # for the callbacks only, never sent to the provider
+
+
+async def test_overseer_run_exports_its_spans_over_otlp_when_the_endpoint_is_set(db_url: str) -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http", reason="the otel extra is not installed")
+    from tests.cli.test_mock import bare_env
+    from tests.fakes.otlp_collector import OtlpCollector
+    from tests.helpers.processes import overseer
+
+    with OtlpCollector() as collector:
+        env = bare_env(db_url, OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint, OTEL_SERVICE_NAME="overseer-test")
+        code, out, err = await overseer(env, "run", "ticket-triage", "--mock", "ticket=hi")
+        assert code == 0, err
+        names = {span.name for _, span in collector.spans}
+    assert collector.paths and set(collector.paths) == {"/v1/traces"}
+    assert {"invoke_agent ticket-triage", "step triage", "step summary", "chat openai/gpt-4o-mini"} <= names
+    assert {resource["service.name"] for resource, _ in collector.spans} == {"overseer-test"}

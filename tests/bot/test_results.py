@@ -84,3 +84,23 @@ async def test_status_links_to_the_runs_page_below_the_outputs_when_a_public_url
     await bot.idle()
     blocks = bot.fake.ephemerals[-1]["blocks"]
     assert "Owls." in json.dumps(blocks[-2]) and f"https://overseer.example.com/runs/{run.id}?exp=" in json.dumps(blocks[-1])
+
+
+async def test_a_result_slack_refuses_goes_out_short_with_every_output_as_a_file(start_bot: StartBot, fake_model: FakeModel) -> None:
+    from bot.slack import blocks as bk
+    from tests.helpers.slack_app import BOSS
+
+    fake_model.script(Reply.json({"title": "Owls", "body": "They hunt at night."}))
+    step = {"name": "draft", "model": MODEL, "prompt": "x", "checkpoint": True, "output": {"format": "json"}}
+    bot = await start_bot(flow(fake_model, steps=[step]))
+    run = await bot.start_run()
+    await bot.idle()
+    bot.fake.error_next("chat.postMessage", "invalid_blocks", n=1)  # the next post is the result's
+    await bot.click(bk.APPROVE, f"{run.id}:draft", user=BOSS)
+    await bot.idle()
+    last = bot.thread(run)[-1]
+    assert "Run ✓ succeeded" in text_of(last) and "The result is in the attached file" in text_of(last)
+    [upload] = bot.fake.uploads
+    assert upload.filename == f"{run.id}-draft-result.json" and '"title": "Owls"' in upload.content.decode()
+    [finished] = [m for m in await bot.outbox(run.id) if m.kind == "run_finished"]
+    assert finished.delivered_at is not None and "invalid_blocks" in finished.last_error
