@@ -7,8 +7,8 @@ import contextlib
 import os
 import shlex
 import subprocess
+import sys
 import tempfile
-import threading
 from typing import Any, TextIO
 
 from agents.errors import ContractViolation, InvalidState
@@ -71,23 +71,41 @@ async def drive(engine: Any, run_id: str, *, yes: bool, out: TextIO, results: bo
         await progress.show(engine, run_id)
 
 
+_typed = bytearray()  # what was typed (or piped) past the line last asked for
+
+
 async def _ask(prompt: str, out: TextIO) -> str | None:
-    """A line typed at the prompt (None at end of input), read in a daemon thread: Ctrl-C never waits on it."""
-    loop = asyncio.get_running_loop()
-    answer: asyncio.Future[str | None] = loop.create_future()
-
+    """A line typed at the prompt (None at end of input). Read without a thread, so Ctrl-C never waits on it."""
     print(prompt, end="", file=out, flush=True)  # on the progress stream: stdout may be for a script
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    while b"\n" not in _typed:
+        await _readable(fd)
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        _typed.extend(chunk)
+    if not _typed:
+        return None
+    line, _, rest = bytes(_typed).partition(b"\n")
+    _typed[:] = rest
+    return line.decode("utf-8", errors="replace").strip()
 
-    def read() -> None:
-        try:
-            value: str | None = input().strip()
-        except (EOFError, OSError, ValueError):
-            value = None
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
-            loop.call_soon_threadsafe(lambda: answer.done() or answer.set_result(value))
 
-    threading.Thread(target=read, name="overseer-prompt", daemon=True).start()
-    return await answer
+async def _readable(fd: int) -> None:
+    """Wait until `fd` has something to read (a file or /dev/null always has: no wait)."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    try:
+        loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    except (OSError, NotImplementedError, ValueError):
+        return
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
 
 
 async def _checkpoint(engine: Any, run_id: str, *, yes: bool, out: TextIO) -> bool:

@@ -137,3 +137,26 @@ async def test_a_rejected_edit_opens_the_editor_again_on_what_was_typed(
     assert "Pricing, made simple" in first  # the first edit starts from the output
     assert second == "{broken, typed by hand"  # the second from what was typed, refused
     assert "your edit is kept" in out.decode()
+
+
+async def test_ctrl_c_at_a_checkpoint_prompt_exits_at_once_with_the_resume_command(db: Database, db_url: str) -> None:
+    proc = await spawn_overseer(bare_env(db_url), "run", "support-reply", "--mock", "email=Where is my refund?",
+                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+    async def prompted() -> bool:
+        runs = [r for r in [await only_run(db)] if r.status == "awaiting_approval"] if await _any_run(db) else []
+        return bool(runs)
+
+    await eventually(prompted, 30, "the run to wait at its checkpoint")
+    await asyncio.sleep(0.5)  # at the prompt now
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = await asyncio.wait_for(proc.communicate(), 10)  # stdin stays open: nothing waits on it
+    run = await only_run(db)
+    assert proc.returncode == 130 and f"overseer resume {run.id}" in err.decode()
+    assert run.status == "awaiting_approval"
+
+
+async def _any_run(db: Database) -> bool:
+    from tests.helpers.runs import all_runs
+
+    return bool(await all_runs(db))
