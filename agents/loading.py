@@ -19,7 +19,7 @@ from agents.bounds import MAX_DEPTH, MAX_VALUES, shape_problem
 from agents.contract import check_output
 from agents.errors import BadOutput, InvalidInputs, SpecError, ToolNotFound
 from agents.inputs import coerce_inputs
-from agents.spec import ModelStep, ToolStep, WorkflowSpec
+from agents.spec import ModelStep, WorkflowSpec
 from agents.templates import check_spec_templates
 from agents.tools import BUILTIN_TOOLS, resolve_tool
 
@@ -55,18 +55,24 @@ def _example_problems(spec: WorkflowSpec) -> list[str]:
     return problems
 
 
-def _tool_problems(spec: WorkflowSpec) -> list[str]:
-    """Every `tool:` must name a built-in or an importable function: a misspelt one fails here, not mid-run."""
+def _tool_problems(steps: Any) -> list[str]:
+    """Every `tool:` must name a built-in or an importable function: a misspelt one fails here, not mid-run.
+
+    Read from the raw steps, so it is reported beside the file's other problems even when the spec is invalid."""
     problems = []
-    for index, step in enumerate(spec.steps):
-        if not isinstance(step, ToolStep):
+    for index, step in enumerate(steps if isinstance(steps, (list, tuple)) else []):
+        tool = step.get("tool") if isinstance(step, dict) else None
+        if not isinstance(tool, str):
             continue
         try:
-            resolve_tool(step.tool)
-        except ToolNotFound as exc:
-            close = difflib.get_close_matches(step.tool, list(BUILTIN_TOOLS), n=1)
+            resolve_tool(tool)
+        except Exception as exc:  # noqa: BLE001 - ToolNotFound, or whatever importing that module raised
+            if not isinstance(exc, ToolNotFound):
+                exc = ToolNotFound(f"tool {tool!r} cannot be imported: {type(exc).__name__}: {exc}")
+            close = difflib.get_close_matches(tool, list(BUILTIN_TOOLS), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"steps[{index}] ({step.name}).tool: {exc}{hint}")
+            name = f" ({str(step['name'])[:80]})" if step.get("name") else ""
+            problems.append(f"steps[{index}]{name}.tool: {_one_line(exc)}{hint}")
     return problems
 
 
@@ -113,8 +119,9 @@ def _validated(data: dict[str, Any], source: str) -> WorkflowSpec:
         for err in exc.errors():
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{source}: {_where(data, tuple(err['loc']))}: {msg}")
+        lines += [f"{source}: {p}" for p in _tool_problems(data.get("steps"))]  # in the same pass
         raise SpecError("\n".join(dict.fromkeys(lines))) from None
-    problems = check_spec_templates(spec) + _example_problems(spec) + _tool_problems(spec)
+    problems = check_spec_templates(spec) + _example_problems(spec) + _tool_problems(data.get("steps"))
     if spec.schedule is not None:
         try:
             coerce_inputs(spec, dict(spec.schedule.inputs))

@@ -83,3 +83,18 @@ def test_a_declared_text_contract_satisfies_the_lint() -> None:
         "steps[0] (draft).output: no output contract; declare `format: json` with a `schema`, or `format: text`",
         "steps[1] (audit).output: format json without a schema; any JSON passes",
     ]
+
+
+def test_a_misspelt_tool_is_reported_beside_the_files_other_problems() -> None:
+    from agents.errors import SpecError
+
+    data = {"name": "both", "schedule": {"cron": "0 25 * * *"}, "steps": [{"name": "crawl", "tool": "fetch_pag"},
+                                                                           {"name": "rel", "tool": "..up:x"}]}
+    try:
+        parse_spec(data, "both.yaml")
+    except SpecError as exc:
+        lines = str(exc).splitlines()
+    assert any(line.startswith("both.yaml: schedule") for line in lines)
+    assert "both.yaml: steps[0] (crawl).tool: unknown tool 'fetch_pag': use a built-in (fetch_page) or " \
+           "package.module:function (did you mean 'fetch_page'?)" in lines
+    assert any(line.startswith("both.yaml: steps[1] (rel).tool: tool '..up:x' cannot be imported") for line in lines)
