@@ -22,7 +22,7 @@ from tests.fakes.fake_model import FakeModel
 from tests.fakes.web_page import WebPage
 from tests.helpers.polling import eventually
 from tests.helpers.processes import overseer, spawn_overseer
-from tests.helpers.runs import get_run, only_run
+from tests.helpers.runs import all_runs, get_run, only_run
 
 
 async def test_run_ends_with_the_published_outputs_and_show_output_prints_only_them(db_url: str) -> None:
@@ -144,8 +144,7 @@ async def test_ctrl_c_at_a_checkpoint_prompt_exits_at_once_with_the_resume_comma
                                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 
     async def prompted() -> bool:
-        runs = [r for r in [await only_run(db)] if r.status == "awaiting_approval"] if await _any_run(db) else []
-        return bool(runs)
+        return [r.status for r in await all_runs(db)] == ["awaiting_approval"]
 
     await eventually(prompted, 30, "the run to wait at its checkpoint")
     await asyncio.sleep(0.5)  # at the prompt now
@@ -154,9 +153,3 @@ async def test_ctrl_c_at_a_checkpoint_prompt_exits_at_once_with_the_resume_comma
     run = await only_run(db)
     assert proc.returncode == 130 and f"overseer resume {run.id}" in err.decode()
     assert run.status == "awaiting_approval"
-
-
-async def _any_run(db: Database) -> bool:
-    from tests.helpers.runs import all_runs
-
-    return bool(await all_runs(db))
