@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from agents import checkpoints, model_call, outbox, revisions
+from agents import checkpoints, model_call, outbox, revisions, tracing
 from agents.errors import Crashed, InvalidState, PermanentError, StepError, UnknownRun
 from agents.fetch_guard import FetchPolicy
 from agents.lease import Lease, LeaseLost, default_owner
@@ -244,6 +244,7 @@ class Engine:
     async def _hand_back(self, run_id: str) -> None:
         await self.db.write(lambda conn: driver_queries.hand_back(conn, run_id=run_id, owner=self.settings.owner))
 
+    @tracing.traced_run
     async def _drive(self, driving: _Driving) -> str:
         for index, step_run in enumerate(driving.steps):
             if step_run.status in DONE_STEP:

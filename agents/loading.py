@@ -8,6 +8,7 @@ SpecError line naming the file.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,11 @@ from pydantic import ValidationError
 
 from agents.bounds import MAX_DEPTH, MAX_VALUES, shape_problem
 from agents.contract import check_output
-from agents.errors import BadOutput, InvalidInputs, SpecError
+from agents.errors import BadOutput, InvalidInputs, SpecError, ToolNotFound
 from agents.inputs import coerce_inputs
-from agents.spec import WorkflowSpec
+from agents.spec import ModelStep, WorkflowSpec
 from agents.templates import check_spec_templates
+from agents.tools import BUILTIN_TOOLS, resolve_tool
 
 
 def _where(data: Any, loc: tuple[Any, ...]) -> str:
@@ -53,6 +55,47 @@ def _example_problems(spec: WorkflowSpec) -> list[str]:
     return problems
 
 
+def _tool_problems(steps: Any) -> list[str]:
+    """Every `tool:` must name a built-in or an importable function: a misspelt one fails here, not mid-run.
+
+    Read from the raw steps, so it is reported beside the file's other problems even when the spec is invalid."""
+    problems = []
+    for index, step in enumerate(steps if isinstance(steps, (list, tuple)) else []):
+        tool = step.get("tool") if isinstance(step, dict) else None
+        if not isinstance(tool, str):
+            continue
+        try:
+            resolve_tool(tool)
+        except Exception as exc:  # noqa: BLE001 - ToolNotFound, or whatever importing that module raised
+            if not isinstance(exc, ToolNotFound):
+                exc = ToolNotFound(f"tool {tool!r} cannot be imported: {type(exc).__name__}: {exc}")
+            close = difflib.get_close_matches(tool, list(BUILTIN_TOOLS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            name = f" ({str(step['name'])[:80]})" if step.get("name") else ""
+            problems.append(f"steps[{index}]{name}.tool: {_one_line(exc)}{hint}")
+    return problems
+
+
+def lint_spec(spec: WorkflowSpec) -> list[str]:
+    """What the project's rules ask of a spec beyond validity, one warning each: an output contract for
+    every model step, a description, a budget for a workflow that calls models."""
+    warnings = []
+    if not spec.description.strip():
+        warnings.append("description: none; say what the workflow is for (`/overseer list` shows it)")
+    models = [s for s in spec.steps if isinstance(s, ModelStep)]
+    if models and spec.budget_usd is None:
+        warnings.append("budget_usd: none; a workflow that calls models should say what a run may spend")
+    for index, step in enumerate(spec.steps):
+        if not isinstance(step, ModelStep):
+            continue
+        where = f"steps[{index}] ({step.name}).output"
+        if "output" not in step.model_fields_set:
+            warnings.append(f"{where}: no output contract; declare `format: json` with a `schema`, or `format: text`")
+        elif step.output.format == "json" and step.output.schema_ is None:
+            warnings.append(f"{where}: format json without a schema; any JSON passes")
+    return warnings  # a checkpoint without approvers is an error already (WorkflowSpec refuses it)
+
+
 def parse_spec(data: Any, source: str) -> WorkflowSpec:
     """Validate a spec's parsed YAML; raise SpecError with one line per problem (and nothing else, whatever the data)."""
     if not isinstance(data, dict):
@@ -76,8 +119,9 @@ def _validated(data: dict[str, Any], source: str) -> WorkflowSpec:
         for err in exc.errors():
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{source}: {_where(data, tuple(err['loc']))}: {msg}")
+        lines += [f"{source}: {p}" for p in _tool_problems(data.get("steps"))]  # in the same pass
         raise SpecError("\n".join(dict.fromkeys(lines))) from None
-    problems = check_spec_templates(spec) + _example_problems(spec)
+    problems = check_spec_templates(spec) + _example_problems(spec) + _tool_problems(data.get("steps"))
     if spec.schedule is not None:
         try:
             coerce_inputs(spec, dict(spec.schedule.inputs))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from agents import tracing
 from agents.errors import (
     CallTimeout,
     ContentRefused,
@@ -40,6 +41,21 @@ class ModelResult:
     latency_ms: float
 
 
+_callbacks: list[Any] = []  # litellm callbacks bot/ switched on (use_callbacks), set when litellm is imported
+
+
+def use_callbacks(callbacks: list[Any]) -> None:
+    """Hand litellm these callbacks ("langfuse", "langsmith", ... or CustomLogger objects) for every call."""
+    _callbacks[:] = list(callbacks)
+    if _litellm.cache_info().currsize:  # already imported: now; else on first use (--help stays fast)
+        _set_callbacks(_litellm())
+
+
+def _set_callbacks(lite: Any) -> None:
+    lite.success_callback = list(_callbacks)
+    lite.failure_callback = list(_callbacks)
+
+
 @lru_cache(maxsize=1)
 def _litellm() -> Any:
     # Imported on first use: it takes seconds, and `overseer --help` must answer fast.
@@ -51,6 +67,8 @@ def _litellm() -> Any:
     litellm.telemetry = False
     for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    if _callbacks:
+        _set_callbacks(litellm)
     return litellm
 
 
@@ -83,6 +101,15 @@ def missing_keys(model: str, *, api_key: str | None = None, api_base: str | None
     except Exception:  # noqa: BLE001 - a model litellm cannot place: nothing to name
         return []
     return [str(key) for key in found.get("missing_keys") or []]
+
+
+def known_model(model: str) -> bool:
+    """Whether litellm knows `model` (a provider it can call, a price it can charge): a misspelt name is not."""
+    try:
+        _litellm().get_model_info(model)
+    except Exception:  # noqa: BLE001 - not mapped, or no provider at all
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -197,8 +224,8 @@ async def complete(
         if value is not None:
             kwargs[key] = value
     started = time.perf_counter()
-    try:
-        response = await lite.acompletion(model=model, messages=messages, **kwargs)
+    try:  # metadata: the run, workflow, step and attempt, for litellm's callbacks (Langfuse, LangSmith, ...)
+        response = await lite.acompletion(model=model, messages=messages, metadata=tracing.call_metadata(), **kwargs)
     except Exception as exc:  # noqa: BLE001 - every failure is sorted into a typed StepError
         raise classify(exc, model=model, key=_Key(key_env, api_key is not None, api_base)) from exc
     latency = (time.perf_counter() - started) * 1000

@@ -142,6 +142,7 @@ class _StepBase(_Frozen):
     retry: RetryPolicy = RetryPolicy()
     timeout: Duration = 60.0
     checkpoint: Annotated[CheckpointSpec | None, BeforeValidator(_checkpoint)] = None
+    publish: bool = False  # its output is part of the run's result (default: the last step's only)
 
 
 class ModelStep(_StepBase):

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from tenacity import RetryCallState
 
-from agents import mock_output, model_call, outbox
+from agents import mock_output, model_call, outbox, tracing
 from agents.contract import check_output, contract_instructions
 from agents.errors import AttemptsSpent, BadOutput, BudgetExceeded, CallTimeout, StepError
 from agents.fetch_guard import FetchPolicy
@@ -91,6 +91,7 @@ class StepCaller:
         state = _StepState(run_id=run_id, number=attempts_so_far, spent=spent)
         return self._start_row(state, spec, step, call_input, target, fallback_index, (used or {}).get(fallback_index, 0) + 1)
 
+    @tracing.traced_step
     async def call(
         self, run_id: str, spec: WorkflowSpec, step: ModelStep | ToolStep, call_input: Any, *, attempts_so_far: int,
         spent: float, used: Mapping[int, int] | None = None, started: AttemptValues | None = None,
@@ -179,6 +180,7 @@ class StepCaller:
             model_attempt=model_attempt, input=recorded, started_at=self.lease.clock(), status=AttemptStatus.STARTED,
         )
 
+    @tracing.traced_attempt
     async def _attempt(self, state: _StepState, step: ModelStep | ToolStep, row: AttemptValues) -> Any:
         started = time.perf_counter()
         outcome = _Outcome()

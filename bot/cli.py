@@ -29,20 +29,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--workflows", metavar="DIR", help="folder of workflow specs (env OVERSEER_WORKFLOWS, default ./workflows)")
     parser.add_argument("--database", metavar="URL", help="database URL (env DATABASE_URL, default sqlite:///overseer.db)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every event to stderr (default: warnings only)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("check", help="validate every workflow spec")
+    p = sub.add_parser("check", help="validate and lint every workflow spec")
     p.add_argument("dir", nargs="?", help="folder of specs (default: --workflows)")
+    p.add_argument("--strict", action="store_true", help="warnings are errors too (exit 2)")
 
     p = sub.add_parser("run", help="run a workflow here, answering checkpoints at the prompt")
     p.add_argument("workflow")
     p.add_argument("inputs", nargs="*", metavar="key=value")
     p.add_argument("--yes", "-y", action="store_true", help="approve every checkpoint")
     p.add_argument("--mock", action="store_true", help=_MOCK_HELP)
+    p.add_argument("--output", choices=["text", "json"], default="text",
+                   help="json: progress on stderr, then one JSON object on stdout (run_id, status, outputs)")
 
     p = sub.add_parser("resume", help="continue a run that was interrupted or waits at a checkpoint")
     p.add_argument("run_id")
     p.add_argument("--yes", "-y", action="store_true", help="approve every checkpoint")
+    p.add_argument("--output", choices=["text", "json"], default="text", help="as for run")
 
     p = sub.add_parser("runs", help="list recorded runs, newest first")
     p.add_argument("--json", action="store_true")
@@ -52,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="one run with every attempt")
     p.add_argument("run_id")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--output", action="store_true", help="only the run's result: its published outputs (or the last step's)")
 
     p = sub.add_parser("db", help="database maintenance")
     p.add_argument("action", choices=["upgrade"])
@@ -134,9 +140,17 @@ def _main(args: argparse.Namespace) -> int:
 
         if args.command == "serve":
             configure_logging(fmt=settings.log_format, level=settings.log_level)
-        else:  # the terminal is for the command's own output; logs go to stderr, warnings only
-            configure_logging(fmt="console" if sys.stderr.isatty() else "json", level="warning", stream=sys.stderr)
+        else:  # the terminal is for the command's own output; logs go to stderr, warnings only unless -v
+            from bot.cli_progress import BesideProgress
+            from bot.logs import underneath
+
+            configure_logging(fmt="console" if sys.stderr.isatty() else "json",
+                              level="info" if args.verbose else "warning", stream=BesideProgress(underneath(sys.stderr)))
         _redact_spec_keys(settings)
+        if args.command != "check":
+            from bot.telemetry import configure_telemetry
+
+            configure_telemetry(settings)
         return _COMMANDS[args.command](args, settings)
     except KeyboardInterrupt:
         print("overseer: interrupted", file=sys.stderr)
@@ -177,24 +191,48 @@ def _async(coro_fn: Callable[..., Coroutine[Any, Any, int]]) -> Callable[[argpar
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    """Validate every spec: exit 0, or 2 with one line per problem."""
+    """Validate every spec and lint it, in one pass: exit 0, or 2 with one line per problem (and per
+    warning with --strict)."""
     from agents.loading import load_workflows
 
     folder = Path(args.dir) if args.dir else settings.workflows
     specs, problems = load_workflows(folder)
     for problem in problems:
         print(problem)
-    if problems:
-        return EXIT_BAD_INPUT
-    if not specs:
+    if not specs and not problems:
         print(f"{folder}: no workflow specs (*.yaml) found")
         return EXIT_BAD_INPUT
     for name, spec in sorted(specs.items()):
         checkpoints = sum(1 for s in spec.steps if s.checkpoint)
         print(f"ok  {name}: {len(spec.steps)} steps, {checkpoints} checkpoint(s)")
-    for line in _credential_warnings(specs):
+    lints = _lint_warnings(specs) + _model_warnings(specs)  # the spec's own: --strict makes them errors
+    unset = _credential_warnings(specs)  # this machine's environment: never an error
+    for line in lints + unset:
         print(line)
-    return EXIT_OK
+    if problems or lints or unset:
+        strict = " (--strict: the spec warnings fail the check)" if args.strict and lints else ""
+        print(f"{len(problems)} error(s), {len(lints) + len(unset)} warning(s){strict}")
+    return EXIT_BAD_INPUT if problems or (args.strict and lints) else EXIT_OK
+
+
+def _lint_warnings(specs: dict[str, Any]) -> list[str]:
+    """What the project's rules ask of a spec (agents.loading.lint_spec), one line each."""
+    from agents.loading import lint_spec
+
+    return [f"warning  {name}: {line}" for name, spec in sorted(specs.items()) for line in lint_spec(spec)]
+
+
+def _model_warnings(specs: dict[str, Any]) -> list[str]:
+    """One line per model name litellm does not know (misspelt, or unpriced: budget_usd cannot count it)."""
+    from agents.model_call import known_model
+    from agents.spec import ModelStep
+
+    return [
+        f"warning  {name}: step {step.name}: model {model!r} is unknown to litellm (misspelt? its price is unknown, "
+        "so its cost counts as $0 against budget_usd)"
+        for name, spec in sorted(specs.items()) for step in spec.steps if isinstance(step, ModelStep)
+        for model in dict.fromkeys((step.model, *step.fallbacks)) if not known_model(model)
+    ]
 
 
 def _credential_warnings(specs: dict[str, Any]) -> list[str]:
@@ -293,7 +331,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     async with database(settings) as db:
         engine = _engine(db, settings)
         run_id = await engine.start(spec, raw, started_by=cli_user(), trigger="cli")
-        return await _drive(engine, run_id, yes=args.yes)
+        return await _drive(engine, run_id, yes=args.yes, as_json=args.output == "json")
 
 
 @_async
@@ -302,7 +340,7 @@ async def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
     async with database(settings) as db:
         async with db.sessions() as session:
             run = await _find_run(session, args.run_id)
-        return await _drive(_engine(db, settings), run.id, yes=args.yes)
+        return await _drive(_engine(db, settings), run.id, yes=args.yes, as_json=args.output == "json")
 
 
 async def _find_run(session: Any, ref: str) -> Any:
@@ -316,16 +354,35 @@ async def _find_run(session: Any, ref: str) -> Any:
     return run
 
 
-async def _drive(engine: Any, run_id: str, *, yes: bool) -> int:
+async def _drive(engine: Any, run_id: str, *, yes: bool, as_json: bool = False) -> int:
+    """Drive the run here; with `as_json`, progress goes to stderr and stdout gets one JSON object at the end."""
     from bot.cli_drive import drive
 
-    status = await drive(engine, run_id, yes=yes, out=sys.stdout)
+    out = sys.stderr if as_json else sys.stdout
+    try:
+        status = await drive(engine, run_id, yes=yes, out=out, results=not as_json)
+    except asyncio.CancelledError:  # Ctrl-C: the run was handed back; say how to go on
+        print(f"\noverseer: stopped; the run is saved. Continue it with: overseer resume {run_id}", file=sys.stderr, flush=True)
+        raise
+    if as_json:
+        await _print_result_json(engine.db, run_id)
     if status == RunStatus.SUCCEEDED:
         return EXIT_OK
     if status == RunStatus.AWAITING_APPROVAL:
-        print(f"run {run_id} waits for approval: decide with `overseer resume {run_id}`")
+        print(f"run {run_id} waits for approval: decide with `overseer resume {run_id}`", file=out)
         return EXIT_WAITING
     return EXIT_FAILED
+
+
+async def _print_result_json(db: Any, run_id: str) -> None:
+    from agents.results import result_outputs
+    from bot.cli_render import result_dict
+    from storage import run_queries
+
+    async with db.sessions() as session:
+        run = await run_queries.get_run(session=session, run_id=run_id)
+        outputs = result_outputs(run.spec, await run_queries.step_runs(session=session, run_id=run_id))
+    print(json.dumps(result_dict(run, outputs), indent=2, ensure_ascii=False))
 
 
 @_async
@@ -341,8 +398,9 @@ async def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
 
 @_async
 async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    """One run with every attempt."""
-    from bot.cli_render import attempt_dict, decision_dict, print_run, run_dict
+    """One run with every attempt; with --output only its result."""
+    from agents.results import result_outputs
+    from bot.cli_render import attempt_dict, decision_dict, print_outputs, print_run, run_dict
     from storage import run_queries
 
     async with database(settings) as db, db.sessions() as session:
@@ -350,6 +408,12 @@ async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         steps = list(await run_queries.step_runs(session=session, run_id=run.id))
         tried = list(await run_queries.attempts(session=session, run_id=run.id))
         decided = list(await run_queries.decisions(session=session, run_id=run.id))
+    if args.output:
+        outputs = result_outputs(run.spec, steps)
+        if not outputs:
+            print(f"overseer: run {run.id} has no result ({run.status})", file=sys.stderr)
+            return EXIT_FAILED
+        return _report(args, lambda: outputs, lambda out: print_outputs(outputs, out))
 
     def data() -> dict[str, Any]:
         return run_dict(run) | {

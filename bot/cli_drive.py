@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
 import subprocess
+import sys
 import tempfile
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from agents.errors import AlreadyDecided, InvalidState, UserInputError
 from agents.text import as_text
-from bot.cli_render import progress_line
+from bot.cli_progress import Progress
 from bot.format import duration
-from storage import outbox_queries, run_queries
+from storage import run_queries
 from storage.models import utcnow
 from storage.status import RUNNABLE, Action, RunStatus
 
@@ -23,23 +26,20 @@ def cli_user() -> str:
     return f"cli:{os.environ.get('USER') or 'cli'}"
 
 
-async def print_progress(engine: Any, run_id: str, out: TextIO) -> None:
-    """Print the run's undelivered announcements once each; the terminal is their surface."""
-    async with engine.db.sessions.begin() as session:
-        messages = [m for m in await outbox_queries.outbox_since(session=session, after_id=0, run_id=run_id) if m.delivered_at is None]
-        for message in messages:
-            line = progress_line(message)
-            if line:
-                print(line, file=out, flush=True)
-        await outbox_queries.mark_outbox_done(session=session, message_ids=[m.id for m in messages], now=utcnow())
-
-
-async def _advance(engine: Any, run_id: str, out: TextIO) -> str:
+async def _advance(engine: Any, run_id: str, progress: Progress) -> str:
+    """Drive until the run stops or waits; interrupted (Ctrl-C), hand the run back before going."""
     task = asyncio.create_task(engine.advance(run_id))
-    while not task.done():
-        await print_progress(engine, run_id, out)
-        await asyncio.wait([task], timeout=0.2)
-    await print_progress(engine, run_id, out)
+    try:
+        while not task.done():
+            await progress.show(engine, run_id)
+            progress.tick()
+            await asyncio.wait([task], timeout=0.2)
+    except asyncio.CancelledError:
+        task.cancel()  # the engine hands its lease back as it stops, so `resume` need not wait it out
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(asyncio.wait([task], timeout=5))
+        raise
+    await progress.show(engine, run_id)
     return task.result()
 
 
@@ -56,11 +56,12 @@ async def _wait_for_lease(engine: Any, run_id: str, out: TextIO, seen: set[Any])
     await asyncio.sleep(delay)
 
 
-async def drive(engine: Any, run_id: str, *, yes: bool, out: TextIO) -> str:
+async def drive(engine: Any, run_id: str, *, yes: bool, out: TextIO, results: bool = True) -> str:
     """Drive a run to its end, deciding checkpoints at the prompt (or approving all with yes)."""
     seen_leases: set[Any] = set()
+    progress = Progress(out, results=results)
     while True:
-        status = await _advance(engine, run_id, out)
+        status = await _advance(engine, run_id, progress)
         if status in RUNNABLE:
             await _wait_for_lease(engine, run_id, out, seen_leases)
             continue
@@ -68,14 +69,44 @@ async def drive(engine: Any, run_id: str, *, yes: bool, out: TextIO) -> str:
             return status
         if not await _checkpoint(engine, run_id, yes=yes, out=out):
             return status
-        await print_progress(engine, run_id, out)
+        await progress.show(engine, run_id)
 
 
-async def _ask(prompt: str) -> str | None:
+_typed = bytearray()  # what was typed (or piped) past the line last asked for
+
+
+async def _ask(prompt: str, out: TextIO) -> str | None:
+    """A line typed at the prompt (None at end of input). Read without a thread, so Ctrl-C never waits on it."""
+    print(prompt, end="", file=out, flush=True)  # on the progress stream: stdout may be for a script
     try:
-        return (await asyncio.to_thread(input, prompt)).strip()
-    except EOFError:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
         return None
+    while b"\n" not in _typed:
+        await _readable(fd)
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        _typed.extend(chunk)
+    if not _typed:
+        return None
+    line, _, rest = bytes(_typed).partition(b"\n")
+    _typed[:] = rest
+    return line.decode("utf-8", errors="replace").strip()
+
+
+async def _readable(fd: int) -> None:
+    """Wait until `fd` has something to read (a file or /dev/null always has: no wait)."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    try:
+        loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    except (OSError, NotImplementedError, ValueError):
+        return
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
 
 
 async def _checkpoint(engine: Any, run_id: str, *, yes: bool, out: TextIO) -> bool:
@@ -86,35 +117,45 @@ async def _checkpoint(engine: Any, run_id: str, *, yes: bool, out: TextIO) -> bo
         outcome = await engine.decide(run_id, step, action=Action.APPROVE, by=cli_user())
         print("  approved (--yes)", file=out, flush=True)
         return _goes_on(outcome, out)
+    draft = _Draft(as_text(output))
     while True:
-        answer = await _ask("[a]pprove, [e]dit, [v] revise with a note, [r]eject? ")
+        answer = await _ask("[a]pprove, [e]dit, [v] revise with a note, [r]eject? ", out)
         if answer is None:
             return False
+        choice = answer[:1].lower()
         try:
-            decided = await _answer(engine, run_id, step, answer[:1].lower(), output, spec, out)
+            decided = await _answer(engine, run_id, step, choice, draft, spec, out)
         except AlreadyDecided:
             raise  # decided elsewhere just now: nothing left to ask
         except UserInputError as exc:  # a broken edit, no revisions left, already approved, the starter's own run
-            print(f"  {exc}; nothing changed, try again", file=out, flush=True)
+            kept = " (your edit is kept)" if choice == "e" else ""
+            print(f"  {exc}; nothing changed, try again{kept}", file=out, flush=True)
             continue
         if decided is not None:
             return decided
 
 
-async def _answer(engine: Any, run_id: str, step: str, choice: str, output: Any, spec: Any, out: TextIO) -> bool | None:
+@dataclass
+class _Draft:
+    """The text the next edit starts from: the output at first, then what was typed last."""
+
+    text: str
+
+
+async def _answer(engine: Any, run_id: str, step: str, choice: str, draft: _Draft, spec: Any, out: TextIO) -> bool | None:
     """Act on one answer at the prompt: whether the drive goes on, or None to ask again."""
     by = cli_user()
     if choice == "a":
         return _goes_on(await engine.decide(run_id, step, action=Action.APPROVE, by=by), out)
     if choice == "r":
-        reason = await _ask("reason: ")
+        reason = await _ask("reason: ", out)
         await engine.decide(run_id, step, action=Action.REJECT, by=by, reason=reason or None)
         return True
     if choice == "e":
-        edited = await asyncio.to_thread(_edit_in_editor, as_text(output), spec.step(step).output.format)
-        return _goes_on(await engine.decide(run_id, step, action=Action.EDIT, by=by, edited=edited), out)
+        draft.text = await asyncio.to_thread(_edit_in_editor, draft.text, spec.step(step).output.format)
+        return _goes_on(await engine.decide(run_id, step, action=Action.EDIT, by=by, edited=draft.text), out)
     if choice == "v":
-        note = await _ask("what should change? ")
+        note = await _ask("what should change? ", out)
         if not note:
             return None
         revised = await engine.revise(run_id, step, by=by, note=note)

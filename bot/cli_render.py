@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -142,3 +143,38 @@ def _failure_lines(failed: outbox.StepFailed) -> str:
         lines.append("    the step's input was:")
         lines.extend(f"      {line}" for line in as_text(failed.input).splitlines()[:40])
     return "\n".join(lines)
+
+
+def result_lines(outputs: dict[str, Any]) -> list[str]:
+    """A run's result as people read it: each output under its step's name, an object's fields one a line."""
+    lines: list[str] = []
+    for step, value in outputs.items():
+        lines += [f"── result: {step} ──", *_value_lines(value), ""]
+    return lines
+
+
+def _value_lines(value: Any) -> list[str]:
+    if not isinstance(value, dict) or not value:
+        return as_text(value).splitlines() or [""]
+    lines = []
+    for key, item in value.items():
+        if isinstance(item, str) and "\n" in item:
+            lines += [f"{key}:", *(f"  {line}" for line in item.splitlines())]
+        else:
+            lines.append(f"{key}: {item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)}")
+    return lines
+
+
+def result_dict(run: Run, outputs: dict[str, Any]) -> dict[str, Any]:
+    """What `run --output json` prints: the run id, its status and its result's outputs (for scripts)."""
+    return {"run_id": run.id, "workflow": run.workflow, "status": run.status, "mocked": run.mocked,
+            "cost_usd": run.cost_usd, "error": run.error, "outputs": outputs}
+
+
+def print_outputs(outputs: dict[str, Any], out: TextIO) -> None:
+    """`show RUN --output`: one output as it is (text, or indented JSON), several each under its step's name."""
+    if len(outputs) == 1:
+        print(as_text(next(iter(outputs.values()))), file=out)
+        return
+    for line in result_lines(outputs):
+        print(line, file=out)

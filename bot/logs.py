@@ -19,14 +19,14 @@ class _RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
-def _underneath(stream: Any) -> Any:
+def underneath(stream: Any) -> Any:
     """The stream below a redacting one (the CLI's): log lines are redacted once, by their processor."""
     return stream.stream if isinstance(stream, Redacting) else stream
 
 
 def configure_logging(*, fmt: str = "auto", level: str = "info", stream: Any = None) -> None:
     """JSON lines on stdout (console when stdout is a terminal and fmt is auto); litellm kept quiet."""
-    stream = _underneath(stream or sys.stdout)
+    stream = underneath(stream or sys.stdout)
     use_console = fmt == "console" or (fmt == "auto" and hasattr(stream, "isatty") and stream.isatty())
     renderer: Any = structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
     structlog.configure(
@@ -44,7 +44,7 @@ def configure_logging(*, fmt: str = "auto", level: str = "info", stream: Any = N
     )
     # Standard-library loggers (litellm, httpx, slack_bolt, uvicorn) go to stderr at warning and up;
     # litellm's own chatter never reaches stdout.
-    handler = logging.StreamHandler(_underneath(sys.stderr))
+    handler = logging.StreamHandler(underneath(sys.stderr))
     handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx", "httpcore"):

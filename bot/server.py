@@ -171,10 +171,11 @@ def build_services(
     engine = Engine(db, settings=engine_settings)
     runner = Runner(engine, concurrency=max_runs, poll_seconds=runner_poll_seconds)
     client = build_client(bot_token, base_url=slack_api_url, retry_interval=slack_retry_interval)
-    dispatcher = Dispatcher(db, client, settings=dispatcher_settings, links=links_from(settings))
+    links = links_from(settings)
+    dispatcher = Dispatcher(db, client, settings=dispatcher_settings, links=links)
     directory = Directory(client, ttl=group_ttl)
     context = BotContext(db=db, engine=engine, runner=runner, client=client, directory=directory, specs=specs,
-                         command=command, kick_dispatcher=dispatcher.kick)
+                         command=command, kick_dispatcher=dispatcher.kick, links=links)
     app = build_app(context, signing_secret=signing_secret, socket_mode=socket_mode)
     endpoint = None if socket_mode else EventsEndpoint(app, str(signing_secret))
     return Services(db=db, engine=engine, runner=runner, dispatcher=dispatcher, client=client, app=app, specs=specs,

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = Field(None, validation_alias="OVERSEER_METRICS_TOKEN")
     metrics_refresh_seconds: float = Field(15.0, ge=0, validation_alias="OVERSEER_METRICS_REFRESH_SECONDS")
     health_backlog_seconds: float = Field(300.0, gt=0, validation_alias="OVERSEER_HEALTH_BACKLOG_SECONDS")
+    # Traces and model-call logging: OTLP/HTTP spans when an endpoint is set (needs the `otel` extra), and
+    # litellm's own callbacks by name (langfuse, langsmith, ...), each call carrying the run's ids as metadata.
+    otel_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    otel_service_name: str = Field("overseer", validation_alias="OTEL_SERVICE_NAME")
+    litellm_callbacks: str = Field("", validation_alias="OVERSEER_LITELLM_CALLBACKS")
     log_format: Literal["auto", "json", "console"] = Field("auto", validation_alias="OVERSEER_LOG_FORMAT")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", validation_alias=AliasChoices("OVERSEER_LOG_LEVEL", "LOG_LEVEL")
@@ -85,6 +90,24 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 16 characters (e.g. the output of `openssl rand -hex 32`)")
         return value
 
+    @field_validator("otel_endpoint")
+    @classmethod
+    def _otel_endpoint(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL, like http://localhost:4318 (OTLP over HTTP)")
+        return value.rstrip("/")
+
+    @field_validator("litellm_callbacks")
+    @classmethod
+    def _callbacks(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        bad = [n for n in names if not n.replace("_", "").replace("-", "").isalnum()]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: name litellm callbacks, comma-separated (e.g. langfuse,langsmith)")
+        return ",".join(names)
+
     @field_validator("fetch_allow")
     @classmethod
     def _fetch_allow(cls, value: str) -> str:
@@ -117,6 +140,11 @@ class Settings(BaseSettings):
     def fetch_policy(self) -> FetchPolicy:
         """The non-public hosts and networks fetch_page may reach (OVERSEER_FETCH_ALLOW)."""
         return FetchPolicy.parse(self.fetch_allow)
+
+    @property
+    def callback_names(self) -> list[str]:
+        """The litellm callbacks to switch on (OVERSEER_LITELLM_CALLBACKS)."""
+        return [n for n in self.litellm_callbacks.split(",") if n]
 
     @property
     def socket_mode(self) -> bool:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from agents.engine import Engine
     from agents.runner import Runner
     from agents.spec import WorkflowSpec
+    from bot.pages.links import Links
     from bot.slack.directory import Directory
     from storage.db import Database
 
@@ -31,6 +32,7 @@ class BotContext:
     command: str = "/overseer"
     kick_dispatcher: Callable[[], None] = field(default=lambda: None)
     inflight: int = 0  # listener bodies still working after their ack
+    links: Links | None = None  # the run pages' signed links (a public URL set: answers link to them)
 
     @contextlib.asynccontextmanager
     async def working(self) -> AsyncIterator[None]:

@@ -12,10 +12,13 @@ from datetime import datetime
 from typing import Any
 
 from agents import outbox
+from agents.results import result_outputs
+from agents.spec import WorkflowSpec
 from bot.format import readable
 from bot.pages.links import Links
 from bot.slack import blocks as bk
 from bot.slack import checkpoint_posts
+from bot.slack import result_blocks as rb
 from bot.slack.checkpoint_posts import checkpoint_key
 from bot.slack.poster import Poster, Stamp, Undeliverable, Where
 from storage import chat_queries, run_queries
@@ -197,6 +200,9 @@ class Announcements:
             waiting = [(s.step, s.version) for s in await run_queries.step_runs(session=session, run_id=run_id)
                        if s.status == StepStatus.AWAITING_APPROVAL]
         line = bk.finished_note(finished, run)
+        if finished.status == RunStatus.SUCCEEDED and run is not None:
+            await self._result(delivery, where, line, run)
+            return
         if finished.status == RunStatus.CANCELLED:
             await self._close_failure_report(run_id, None, line, delivery.notes)
             for step, version in waiting:  # a checkpoint of a cancelled run can no longer be decided
@@ -205,6 +211,26 @@ class Announcements:
                     text, blocks = bk.note(f"Checkpoint `{bk.escape_mrkdwn(step)}`: {line}")
                     await self.poster.update(delivery.notes, posted, text=text, blocks=blocks, fallback=text)
         await self._note(delivery, where, line)
+
+    async def _result(self, delivery: Delivery, where: Where, line: str, run: Any) -> None:
+        """The thread's last message of a run that succeeded: how it ended and its result, long parts as files."""
+        run_id, notes = str(delivery.run_id), delivery.notes
+        async with self.db.sessions() as session:
+            steps = list(await run_queries.step_runs(session=session, run_id=run_id))
+        spec = WorkflowSpec.model_validate(run.spec)
+        outputs = result_outputs(spec, steps)
+        formats = {s.name: s.output.format for s in spec.steps}
+        text, blocks, files = rb.result_message(run_id, line, outputs, formats)
+        key = f"note:{delivery.id}"
+        if await self.poster.recall(run_id, key) is None:
+            short, whole = rb.result_fallback(line, files, outputs, run_id, formats)
+            before = len(notes)
+            await self.poster.post_once(notes, run_id, key, where=where, text=text, blocks=blocks, fallback=text,
+                                        fallback_blocks=short, stamp=delivery.stamp(key))
+            files = whole if len(notes) > before else files  # refused: the short version points at every output
+        for file in files:
+            await self.poster.attach(run_id, f"file:result:{file.step}", where=where, filename=file.filename,
+                                     content=file.content, title=file.title)
 
     # --- replies to one person -------------------------------------------------------------------
 

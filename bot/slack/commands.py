@@ -20,6 +20,7 @@ from agents.errors import InvalidInputs, UnknownRun, UnknownWorkflow, UserInputE
 from agents.inputs import parse_assignments
 from agents.spec import WorkflowSpec
 from bot.slack import blocks as bk
+from bot.slack import result_blocks as rb
 from bot.slack.errors import Hinted, answering, tell
 from bot.slack.limits import COMMAND_TEXT
 from bot.slack.permissions import require_operator
@@ -196,8 +197,18 @@ async def _status(ctx: BotContext, body: dict[str, Any], args: list[str]) -> Non
         counts: dict[str, int] = {}
         for attempt in await run_queries.attempts(session=session, run_id=run.id):
             counts[attempt.step] = counts.get(attempt.step, 0) + 1
+    await _answer(ctx, body, *_run_status(ctx, run, steps, counts))
+
+
+def _run_status(ctx: BotContext, run: Run, steps: list[Any], counts: dict[str, int]) -> tuple[str, list[dict[str, Any]]]:
+    """One run step by step, each step's output cut short, and the link to its page below when there is one."""
     text, blocks = bk.parent_message(run, steps, counts)
-    await _answer(ctx, body, text=text, blocks=blocks)
+    for step in steps:
+        blocks += rb.status_output_lines(step.step, step.output)
+    url = ctx.links.run_url(run.id) if ctx.links else None
+    if url:
+        blocks.append(bk.section(f"<{bk.escape_mrkdwn(url)}|Open run> for every input, output and attempt"))
+    return text, bk.limit_blocks(blocks)
 
 
 async def _operated_run(ctx: BotContext, body: dict[str, Any], args: list[str], verb: str) -> Run:

@@ -33,7 +33,7 @@ def test_the_issue_example_loads_exactly_as_written() -> None:
     assert spec.name == "content-update" and spec.budget_usd == 0.5
     assert [s.kind for s in spec.steps] == ["tool", "model", "model"]
     draft = spec.step("draft")
-    assert draft.checkpoint == CheckpointSpec() and draft.retry.attempts == 4 and draft.fallbacks == ("anthropic/claude-3-5-haiku-latest",)
+    assert draft.checkpoint == CheckpointSpec() and draft.retry.attempts == 4 and draft.fallbacks == ("anthropic/claude-haiku-4-5",)
     assert draft.output.schema_["required"] == ["title", "body"]
 
 
