@@ -127,7 +127,7 @@ class Engine:
     ) -> str:
         """Record a new queued run (and announce it); drive it with `advance` or a Runner."""
         run_id, writes = self.start_writes(spec, inputs, started_by=started_by, trigger=trigger, channel=channel)
-        await self.db.write(lambda conn: run_writes_sync(conn, writes))
+        await self.db.commit(writes)
         log.info("run.queued", run_id=run_id, workflow=spec.name, trigger=trigger)
         return run_id
 

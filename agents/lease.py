@@ -74,7 +74,8 @@ class Lease:
 
     async def commit(self, run_id: str, writes: Sequence[Write]) -> None:
         """`write` in a transaction of its own: one hand-off to the database's writer."""
-        await self.db.write(lambda conn: self.write(conn, run_id, writes))
+        if not await self.db.commit(writes):
+            raise LeaseLost(run_id)
 
     async def release_all(self) -> int:
         """Give up every lease this process holds (a clean stop): its runs go on elsewhere, or at the next

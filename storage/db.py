@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from storage.writer import LoopWorker, Reads, SqliteWorker, run_prepared, tracked, tune
+from storage.writer import LoopWorker, Reads, SqliteWorker, fuse, run_prepared, tracked, tune
 
 T = TypeVar("T")
 
@@ -28,6 +28,10 @@ def async_url(url: str) -> str:
     if "+" in parsed.drivername and parsed.drivername in ("sqlite+aiosqlite", "postgresql+asyncpg"):
         return parsed.render_as_string(hide_password=False)
     return parsed.set(drivername=_ASYNC_DRIVERS[backend]).render_as_string(hide_password=False)
+
+
+class _GuardFailed(Exception):
+    """A guarded write changed no row: the transaction rolls back."""
 
 
 class Gate:
@@ -69,6 +73,25 @@ class Database:
         if self.writer is not None:
             return await self.writer.run(fn)
         return await self._through_engine(fn, begin=True)
+
+    async def commit(self, writes: Sequence[Write]) -> bool:
+        """Run writes in a transaction of their own: False (nothing kept) when a guard failed. On
+        PostgreSQL a transaction of prepared statements goes as one statement (storage.writer.fuse)."""
+        fused = fuse(self.engine.dialect, writes) if isinstance(self.writer, LoopWorker) else None
+        if fused is not None:
+            sql, args = fused
+            changed = await self.write(lambda conn: conn.exec_driver_sql(sql, tuple(args)).scalar())
+            return not writes[0][2] or changed == 1
+
+        def body(conn: Connection) -> bool:
+            if not run_writes_sync(conn, writes):
+                raise _GuardFailed
+            return True
+
+        try:
+            return await self.write(body)
+        except _GuardFailed:
+            return False
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn(connection)` on a read connection (one snapshot on SQLite): what it returns."""
