@@ -1,6 +1,7 @@
 """The digest: how each workflow did over a window, from SQL aggregates (storage.digest_queries).
 
-Definitions (the window is [now - days, now), half-open, UTC):
+Definitions (the window is [now - days, now), half-open, UTC). Runs started by `overseer profile` or by
+an eval (triggers `profile`, `eval`) are left out of every figure: they are tests of a spec, not the team's work.
 
 - started: runs created in the window.
 - succeeded / failed / rejected / expired / cancelled: runs that *finished* in the window, by final
@@ -66,6 +67,9 @@ TOP_STEPS = 3
 MAX_DAYS = 365  # one UNION ALL branch per day: SQLite allows 500
 FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED, RunStatus.EXPIRED)  # the denominator of the success rate
 HUMAN_ACTIONS = (Action.APPROVE, Action.EDIT, Action.REJECT)
+# Runs that say nothing of how the agents do for the team: `overseer profile` samples (bot/cli_profile.py)
+# and the throwaway runs of evals (agents/evals.py).
+UNCOUNTED_TRIGGERS = ("profile", "eval")
 
 
 def transient_error_types() -> tuple[str, ...]:
@@ -323,15 +327,15 @@ class _Raw:
 
 async def _alone(session: Any, raw: dict[str, _Raw], *, start: datetime, now: datetime) -> None:
     """Fill in how far the agents got alone: recoveries, reject reasons, checkpoints approved as is."""
-    for wf, run_id, at, status in await dq.run_finishes(session=session, start=start, end=now, kind=RunFinished.kind):
+    for wf, run_id, at, status in await dq.run_finishes(session=session, start=start, end=now, kind=RunFinished.kind, uncounted=UNCOUNTED_TRIGGERS):
         raw[wf].finishes.append((run_id, at, status))
     for r in raw.values():
         r.recovered, r.retried = recoveries(r.finishes)
-    for wf, reason in await dq.reject_reasons(session=session, start=start, end=now):
+    for wf, reason in await dq.reject_reasons(session=session, start=start, end=now, uncounted=UNCOUNTED_TRIGGERS):
         if normalized_reason(reason):
             raw[wf].reasons[normalized_reason(reason)] += 1
     for wf, action, n, _changed, _total in await dq.decision_totals(
-        session=session, start=now - timedelta(days=SERIES_DAYS), end=now
+        session=session, start=now - timedelta(days=SERIES_DAYS), end=now, uncounted=UNCOUNTED_TRIGGERS
     ):
         if action in HUMAN_ACTIONS:
             raw[wf].decided_14d += n
@@ -353,11 +357,13 @@ async def compute_digest(
         raw[name]  # noqa: B018 - listed even when quiet
     buckets = max(SERIES_DAYS, days + PREVIOUS_DAYS)
     async with db.sessions() as session:
-        for wf, n in await dq.runs_started(session=session, start=start, end=now):
+        for wf, n in await dq.runs_started(session=session, start=start, end=now, uncounted=UNCOUNTED_TRIGGERS):
             raw[wf].started = n
-        for wf, n in await dq.runs_waiting(session=session):
+        for wf, n in await dq.runs_waiting(session=session, uncounted=UNCOUNTED_TRIGGERS):
             raw[wf].waiting = n
-        for wf, status, bucket, n in await dq.runs_finished_by_day(session=session, end=now, buckets=buckets):
+        for wf, status, bucket, n in await dq.runs_finished_by_day(
+            session=session, end=now, buckets=buckets, statuses=FINISHED_RUN, uncounted=UNCOUNTED_TRIGGERS
+        ):
             r = raw[wf]
             if bucket < days:
                 r.status[status] += n
@@ -368,26 +374,28 @@ async def compute_digest(
                 i = SERIES_DAYS - 1 - bucket  # oldest first
                 r.day_finished[i] += n
                 r.day_succeeded[i] += n if status == RunStatus.SUCCEEDED else 0
-        for wf, step, n in await dq.failed_steps(session=session, start=start, end=now):
+        for wf, step, n in await dq.failed_steps(session=session, start=start, end=now, uncounted=UNCOUNTED_TRIGGERS):
             raw[wf].failed_steps[step] += n
         for wf, n in await dq.retry_exhaustions(
-            session=session, start=start, end=now, transient_types=transient_error_types()
+            session=session, start=start, end=now, transient_types=transient_error_types(), uncounted=UNCOUNTED_TRIGGERS
         ):
             raw[wf].exhaustions = n
-        for wf, n, retries, cost in await dq.attempt_totals(session=session, start=start, end=now):
+        for wf, n, retries, cost in await dq.attempt_totals(session=session, start=start, end=now, uncounted=UNCOUNTED_TRIGGERS):
             raw[wf].attempts, raw[wf].retries, raw[wf].cost = n, retries, cost
-        for wf, action, n, changed, total in await dq.decision_totals(session=session, start=start, end=now):
+        for wf, action, n, changed, total in await dq.decision_totals(session=session, start=start, end=now, uncounted=UNCOUNTED_TRIGGERS):
             raw[wf].actions[action] += n
             if action in (Action.APPROVE, Action.EDIT):
                 raw[wf].chars_changed += changed
                 raw[wf].chars_total += total
-        for wf, by, wait in await dq.decision_waits(session=session, start=start, end=now, actions=HUMAN_ACTIONS):
+        for wf, by, wait in await dq.decision_waits(
+            session=session, start=start, end=now, actions=HUMAN_ACTIONS, uncounted=UNCOUNTED_TRIGGERS
+        ):
             raw[wf].waits.append(wait)
             raw[wf].approver_waits[by].append(wait)
         await _alone(session, raw, start=start, now=now)
-        for wf, seconds in await dq.run_durations(session=session, start=start, end=now):
+        for wf, seconds in await dq.run_durations(session=session, start=start, end=now, uncounted=UNCOUNTED_TRIGGERS):
             raw[wf].durations.append(seconds)
-        for wf, n in await dq.escalations(session=session, start=start, end=now):
+        for wf, n in await dq.escalations(session=session, start=start, end=now, uncounted=UNCOUNTED_TRIGGERS):
             raw[wf].held = n
     total = _Raw()
     for r in raw.values():

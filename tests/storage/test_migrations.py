@@ -21,4 +21,4 @@ async def test_the_migrated_schema_matches_the_models(db: Database) -> None:
 
 async def test_upgrade_is_idempotent_and_reports_head(db: Database) -> None:
     await upgrade(db)
-    assert await current_revision(db) == "0005"
+    assert await current_revision(db) == "0006"
