@@ -197,6 +197,26 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
+def from_ranks(
+    ranks: Iterable[tuple[str | None, int, int, float]], percents: Iterable[int]
+) -> dict[str | None, dict[int, float]]:
+    """percentile() per group, from the values at the ranks it reads: (group, 0-based rank, count, value);
+    the positions in integers (p% of count - 1), as the database picked the ranks."""
+    at: dict[str | None, dict[int, float]] = defaultdict(dict)
+    counts: dict[str | None, int] = {}
+    for group, rank, count, value in ranks:
+        at[group][rank] = value
+        counts[group] = count
+    found: dict[str | None, dict[int, float]] = {}
+    for group, values in at.items():
+        found[group] = {}
+        for p in percents:
+            lo, rest = divmod((counts[group] - 1) * p, 100)
+            low, high = values[lo], values[lo + (rest > 0)]
+            found[group][p] = low + (high - low) * rest / 100
+    return found
+
+
 def _rate(succeeded: int, finished: int) -> float | None:
     return succeeded / finished if finished else None
 
@@ -247,7 +267,7 @@ class _Raw:
         self.actions: dict[str, int] = defaultdict(int)
         self.chars_changed = self.chars_total = 0
         self.waits: list[float] = []
-        self.durations: list[float] = []
+        self.duration_p: dict[int, float] = {}  # percent -> seconds, from the database's ranks
         self.held = 0
         self.finishes: list[tuple[str, datetime, str]] = []
         self.recovered: list[float] = []
@@ -277,7 +297,6 @@ class _Raw:
         self.chars_changed += other.chars_changed
         self.chars_total += other.chars_total
         self.waits.extend(other.waits)
-        self.durations.extend(other.durations)
         self.held += other.held
         self.recovered.extend(other.recovered)
         self.retried.extend(other.retried)
@@ -293,7 +312,6 @@ class _Raw:
         finished = sum(s[k] for k in FINISHED)
         rate = _rate(s["succeeded"], finished)
         prev = _rate(self.prev_succeeded, self.prev_finished)
-        durations = sorted(self.durations)
         steps = sorted(self.failed_steps.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_STEPS]
         reasons = sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_STEPS]
         let_through = self.actions[Action.APPROVE] + self.actions[Action.EDIT]
@@ -311,7 +329,7 @@ class _Raw:
             median_decision_s=percentile(sorted(self.waits), 0.5),
             cost_usd=round(self.cost, 10),
             cost_per_success_usd=round(self.cost / s["succeeded"], 10) if s["succeeded"] else None,
-            duration_p50_s=percentile(durations, 0.5), duration_p95_s=percentile(durations, 0.95),
+            duration_p50_s=self.duration_p.get(50), duration_p95_s=self.duration_p.get(95),
             daily_success_rate=[
                 _rate(self.day_succeeded[i], self.day_finished[i]) for i in range(SERIES_DAYS)
             ],
@@ -334,12 +352,11 @@ async def _alone(session: Any, raw: dict[str, _Raw], *, start: datetime, now: da
     for wf, reason in await dq.reject_reasons(session=session, start=start, end=now, uncounted=UNCOUNTED_TRIGGERS):
         if normalized_reason(reason):
             raw[wf].reasons[normalized_reason(reason)] += 1
-    for wf, action, n, _changed, _total in await dq.decision_totals(
-        session=session, start=now - timedelta(days=SERIES_DAYS), end=now, uncounted=UNCOUNTED_TRIGGERS
+    for wf, action, n in await dq.decision_counts(
+        session=session, start=now - timedelta(days=SERIES_DAYS), end=now, actions=HUMAN_ACTIONS, uncounted=UNCOUNTED_TRIGGERS
     ):
-        if action in HUMAN_ACTIONS:
-            raw[wf].decided_14d += n
-            raw[wf].untouched += n if action == Action.APPROVE else 0
+        raw[wf].decided_14d += n
+        raw[wf].untouched += n if action == Action.APPROVE else 0
 
 
 async def compute_digest(
@@ -393,13 +410,14 @@ async def compute_digest(
             raw[wf].waits.append(wait)
             raw[wf].approver_waits[by].append(wait)
         await _alone(session, raw, start=start, now=now)
-        for wf, seconds in await dq.run_durations(session=session, start=start, end=now, uncounted=UNCOUNTED_TRIGGERS):
-            raw[wf].durations.append(seconds)
+        ranks = await dq.duration_ranks(session=session, start=start, end=now, percents=[50, 95], uncounted=UNCOUNTED_TRIGGERS)
         for wf, n in await dq.escalations(session=session, start=start, end=now, uncounted=UNCOUNTED_TRIGGERS):
             raw[wf].held = n
     total = _Raw()
     for r in raw.values():
         total.merge(r)
+    for wf, found in from_ranks(ranks, (50, 95)).items():
+        (total if wf is None else raw[wf]).duration_p = found
     return Digest(
         window_start=start, window_end=now, days=days,
         workflows=[raw[name].digest(name) for name in sorted(raw)],

@@ -172,7 +172,7 @@ class Attempt(Base):
 
     __table_args__ = (
         Index("ix_attempts_run_step_number", "run_id", "step", "number"),
-        Index("ix_attempts_digest", "started_at", "workflow", "number", "cost_usd", "run_id"),
+        Index("ix_attempts_digest", "workflow", "started_at", "number", "cost_usd"),
     )
 
 
@@ -202,6 +202,7 @@ class Decision(Base):
     __table_args__ = (
         Index("ix_decisions_digest", "decided_at", "workflow", "action", "run_id", "decided_by", "wait_s",
               "chars_changed", "chars_total"),
+        Index("ix_decisions_workflow_action", "workflow", "action", "decided_at"),
     )
 
 

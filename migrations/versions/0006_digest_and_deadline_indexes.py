@@ -48,10 +48,11 @@ def upgrade() -> None:
             batch_op.create_index(name, columns)
     with op.batch_alter_table("attempts", schema=None) as batch_op:
         batch_op.drop_index("ix_attempts_started_at")
-        batch_op.create_index("ix_attempts_digest", ["started_at", "workflow", "number", "cost_usd", "run_id"])
+        batch_op.create_index("ix_attempts_digest", ["workflow", "started_at", "number", "cost_usd"])
     with op.batch_alter_table("decisions", schema=None) as batch_op:
         batch_op.drop_index("ix_decisions_decided_at")
         batch_op.create_index("ix_decisions_digest", _DECISIONS_DIGEST)
+        batch_op.create_index("ix_decisions_workflow_action", ["workflow", "action", "decided_at"])
     with op.batch_alter_table("step_runs", schema=None) as batch_op:
         batch_op.create_index("ix_step_runs_status_due", ["status", "due_at"])
 
@@ -61,6 +62,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_step_runs_status_due")
         batch_op.drop_column("due_at")
     with op.batch_alter_table("decisions", schema=None) as batch_op:
+        batch_op.drop_index("ix_decisions_workflow_action")
         batch_op.drop_index("ix_decisions_digest")
         batch_op.create_index("ix_decisions_decided_at", ["decided_at"])
         batch_op.drop_column("workflow")
