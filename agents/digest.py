@@ -48,7 +48,6 @@ How far the agents get alone:
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
@@ -58,6 +57,7 @@ from typing import Any
 from agents.errors import TransientError
 from agents.outbox import RunFinished
 from storage import digest_queries as dq
+from storage.digest_queries import percentile
 from storage.db import Database
 from storage.status import FINISHED_RUN, Action, RunStatus
 
@@ -188,35 +188,6 @@ class Digest:
         )
 
 
-def percentile(sorted_values: list[float], q: float) -> float | None:
-    """The q-quantile (0..1) by linear interpolation between closest ranks; None for no values."""
-    if not sorted_values:
-        return None
-    pos = q * (len(sorted_values) - 1)
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
-def from_ranks(
-    ranks: Iterable[tuple[str | None, int, int, float]], percents: Iterable[int]
-) -> dict[str | None, dict[int, float]]:
-    """percentile() per group, from the values at the ranks it reads: (group, 0-based rank, count, value);
-    the positions in integers (p% of count - 1), as the database picked the ranks."""
-    at: dict[str | None, dict[int, float]] = defaultdict(dict)
-    counts: dict[str | None, int] = {}
-    for group, rank, count, value in ranks:
-        at[group][rank] = value
-        counts[group] = count
-    found: dict[str | None, dict[int, float]] = {}
-    for group, values in at.items():
-        found[group] = {}
-        for p in percents:
-            lo, rest = divmod((counts[group] - 1) * p, 100)
-            low, high = values[lo], values[lo + (rest > 0)]
-            found[group][p] = low + (high - low) * rest / 100
-    return found
-
-
 def _rate(succeeded: int, finished: int) -> float | None:
     return succeeded / finished if finished else None
 
@@ -267,7 +238,7 @@ class _Raw:
         self.actions: dict[str, int] = defaultdict(int)
         self.chars_changed = self.chars_total = 0
         self.waits: list[float] = []
-        self.duration_p: dict[int, float] = {}  # percent -> seconds, from the database's ranks
+        self.durations: list[float | None] = [None, None]  # p50, p95 (the database's)
         self.held = 0
         self.finishes: list[tuple[str, datetime, str]] = []
         self.recovered: list[float] = []
@@ -329,7 +300,7 @@ class _Raw:
             median_decision_s=percentile(sorted(self.waits), 0.5),
             cost_usd=round(self.cost, 10),
             cost_per_success_usd=round(self.cost / s["succeeded"], 10) if s["succeeded"] else None,
-            duration_p50_s=self.duration_p.get(50), duration_p95_s=self.duration_p.get(95),
+            duration_p50_s=self.durations[0], duration_p95_s=self.durations[1],
             daily_success_rate=[
                 _rate(self.day_succeeded[i], self.day_finished[i]) for i in range(SERIES_DAYS)
             ],
@@ -410,14 +381,16 @@ async def compute_digest(
             raw[wf].waits.append(wait)
             raw[wf].approver_waits[by].append(wait)
         await _alone(session, raw, start=start, now=now)
-        ranks = await dq.duration_ranks(session=session, start=start, end=now, percents=[50, 95], uncounted=UNCOUNTED_TRIGGERS)
+        durations = await dq.duration_percentiles(
+            session=session, start=start, end=now, quantiles=(0.5, 0.95), uncounted=UNCOUNTED_TRIGGERS
+        )
         for wf, n in await dq.escalations(session=session, start=start, end=now, uncounted=UNCOUNTED_TRIGGERS):
             raw[wf].held = n
     total = _Raw()
     for r in raw.values():
         total.merge(r)
-    for wf, found in from_ranks(ranks, (50, 95)).items():
-        (total if wf is None else raw[wf]).duration_p = found
+    for wf, found in durations.items():
+        (total if wf is None else raw[wf]).durations = found
     return Digest(
         window_start=start, window_end=now, days=days,
         workflows=[raw[name].digest(name) for name in sorted(raw)],

@@ -13,11 +13,13 @@ ix_runs_finished_at (finished_at, workflow, status, started_at, trigger), ix_run
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Float, Numeric, String, and_, case, cast, extract, func, literal, or_, select, true, union_all
+from sqlalchemy import Float, Numeric, String, and_, case, cast, extract, func, literal, select, true, tuple_, union_all
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
@@ -278,60 +280,46 @@ async def decision_waits(
     return [(w, by, float(s or 0.0)) for w, by, s in rows.all() if w is not None]
 
 
-async def duration_ranks(
-    *, session: AsyncSession, start: datetime, end: datetime, percents: Sequence[int], uncounted: Sequence[str] = ()
-) -> list[tuple[str | None, int, int, float]]:
-    """(workflow or None for all, rank, count, seconds): the durations (started_at to finished_at, to the
-    ms) of runs finished in [start, end) at the ranks a linear-interpolation percentile needs, per workflow
-    and over all: floor and ceil of p% of (count - 1), 0-based, for each p in `percents`.
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """The q-quantile (0..1) by linear interpolation between closest ranks (as percentile_cont); None for no values."""
+    if not sorted_values:
+        return None
+    pos = q * (len(sorted_values) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
-    PostgreSQL ranks them with window functions and hands back a few rows per workflow. SQLite's window
-    functions take five times as long as reading every duration off ix_runs_finished_at: it does that,
-    and the ranks are picked here."""
+
+async def duration_percentiles(
+    *, session: AsyncSession, start: datetime, end: datetime, quantiles: Sequence[float], uncounted: Sequence[str] = ()
+) -> dict[str | None, list[float | None]]:
+    """{workflow, or None for all: the quantiles of the durations (started_at to finished_at, to the ms)
+    of runs finished in [start, end)}.
+
+    PostgreSQL computes them (percentile_cont, per workflow and over all in one GROUPING SETS). SQLite has
+    no percentile function (its window functions take five times as long as reading the durations off
+    ix_runs_finished_at): the durations come back and are sorted here."""
     raw = _seconds_between(session, Run.finished_at, Run.started_at)
     if _dialect(session) != "sqlite":
-        raw = cast(raw, Numeric)  # PostgreSQL rounds numeric, not double precision
-    seconds = case((raw < 0, 0.0), else_=func.round(raw, 3)).label("s")
-    d = (select(Run.workflow.label("wf"), seconds)
-         .where(Run.finished_at >= start, Run.finished_at < end, Run.started_at.is_not(None), _counted(Run, uncounted))
-         .subquery("d"))
+        raw = cast(func.round(cast(raw, Numeric), 3), Float)  # PostgreSQL rounds numeric, not double precision
+    else:
+        raw = func.round(raw, 3)
+    seconds = case((raw < 0, 0.0), else_=raw)
+    where = (Run.finished_at >= start, Run.finished_at < end, Run.started_at.is_not(None), _counted(Run, uncounted))
     if _dialect(session) == "sqlite":
-        return _ranks_here((await _execute(session, select(d.c.wf, d.c.s))).all(), percents)
-    ranked = select(
-        d.c.wf, d.c.s,
-        (func.row_number().over(partition_by=d.c.wf, order_by=d.c.s) - 1).label("i"),
-        func.count().over(partition_by=d.c.wf).label("n"),
-        (func.row_number().over(order_by=d.c.s) - 1).label("gi"),
-        func.count().over().label("gn"),
-    ).subquery("ranked")
-
-    def wanted(i: Any, n: Any) -> ColumnElement[bool]:
-        # Integer division floors both ways on both databases: floor and ceil of p * (n - 1) / 100.
-        return or_(*(or_(i == (n - 1) * p // 100, i == ((n - 1) * p + 99) // 100) for p in percents))
-
-    rows = await _execute(session, 
-        select(ranked.c.wf, ranked.c.i, ranked.c.n, ranked.c.gi, ranked.c.gn, ranked.c.s)
-        .where(or_(wanted(ranked.c.i, ranked.c.n), wanted(ranked.c.gi, ranked.c.gn)))
-    )
-    found: list[tuple[str | None, int, int, float]] = []
-    for wf, i, n, gi, gn, s in rows.all():
-        found += [(wf, int(i), int(n), float(s)), (None, int(gi), int(gn), float(s))]
-    return found
-
-
-def _ranks_here(rows: Sequence[Any], percents: Sequence[int]) -> list[tuple[str | None, int, int, float]]:
-    """duration_ranks' answer from every (workflow, seconds)."""
-    groups: dict[str | None, list[float]] = {None: []}
-    for wf, s in rows:
-        groups.setdefault(wf, []).append(float(s))
-        groups[None].append(float(s))
-    found: list[tuple[str | None, int, int, float]] = []
-    for wf, values in groups.items():
-        values.sort()
-        n = len(values)
-        ranks = {r for p in percents for r in ((n - 1) * p // 100, ((n - 1) * p + 99) // 100)} if n else set()
-        found += [(wf, i, n, values[i]) for i in sorted(ranks)]
-    return found
+        groups: dict[str | None, list[float]] = {}
+        for wf, s in await _execute(session, select(Run.workflow, seconds).where(*where)):
+            groups.setdefault(wf, []).append(float(s))
+        if groups:
+            groups[None] = [v for values in groups.values() for v in values]
+        return {wf: [percentile(sorted(values), q) for q in quantiles] for wf, values in groups.items()}
+    d = select(Run.workflow.label("wf"), seconds.label("s")).where(*where).subquery("d")
+    rows = await _execute(session, select(
+        d.c.wf, func.grouping(d.c.wf),
+        func.percentile_cont(postgresql.array(list(quantiles)), type_=postgresql.ARRAY(Float)).within_group(d.c.s),
+    ).group_by(func.grouping_sets(tuple_(d.c.wf), tuple_())))
+    return {  # no run at all still gives the () grouping its row, of NULLs
+        None if everything else wf: [float(v) for v in values] for wf, everything, values in rows.all() if values is not None
+    }
 
 
 async def escalations(
@@ -384,6 +372,6 @@ async def run_finishes(
 
 __all__ = [
     "ESCALATION_EVENT", "attempt_totals", "decision_counts", "decision_totals", "decision_waits", "escalations",
-    "duration_ranks", "failed_steps", "retry_exhaustions", "runs_finished_by_day", "runs_started",
+    "duration_percentiles", "failed_steps", "percentile", "retry_exhaustions", "runs_finished_by_day", "runs_started",
     "runs_waiting", "reject_reasons", "run_finishes",
 ]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import random
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from sqlalchemy import update
 
-from agents.digest import Digest, compute_digest, from_ranks, percentile
+from agents.digest import Digest, compute_digest, percentile
 from storage.models import Attempt, Decision, Event, OutboxMessage, Run, StepRun
 
 NOW = datetime(2026, 3, 10, 9, 0, tzinfo=timezone.utc)
@@ -316,18 +315,6 @@ def test_percentiles_interpolate_between_ranks() -> None:
     assert percentile([7.0], 0.95) == 7.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
     assert percentile([0.0, 10.0], 0.95) == pytest.approx(9.5)
-
-
-def test_percentiles_from_the_ranks_the_database_picks_are_those_of_all_the_values() -> None:
-    """from_ranks reads only floor and ceil of p% of (n - 1), as duration_ranks hands them back."""
-    rng = random.Random(3)
-    for n in (1, 2, 3, 7, 20, 21, 40, 101):
-        values = sorted(round(rng.uniform(0, 500), 3) for _ in range(n))
-        ranks = [("wf", i, n, v) for i, v in enumerate(values)
-                 if any(i in ((n - 1) * p // 100, ((n - 1) * p + 99) // 100) for p in (50, 95))]
-        found = from_ranks(ranks, (50, 95))["wf"]
-        assert found[50] == pytest.approx(percentile(values, 0.5))
-        assert found[95] == pytest.approx(percentile(values, 0.95))
 
 
 async def test_days_out_of_range_are_refused(db) -> None:  # type: ignore[no-untyped-def]
