@@ -26,7 +26,7 @@ def test_the_image_runs_migrations_then_the_same_cli_the_tests_run(tmp_path: Pat
     env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'data.db'}", "PATH": str(Path(sys.executable).parent)}
     done = subprocess.run([sys.executable, "-m", "bot.cli", *commands[0][1:]], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and "revision 0005" in done.stdout, done.stderr
+    assert done.returncode == 0 and "revision 0006" in done.stdout, done.stderr
 
 
 def test_the_manifest_asks_for_exactly_the_scopes_the_bot_uses() -> None:
