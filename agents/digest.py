@@ -1,6 +1,7 @@
 """The digest: how each workflow did over a window, from SQL aggregates (storage.digest_queries).
 
-Definitions (the window is [now - days, now), half-open, UTC):
+Definitions (the window is [now - days, now), half-open, UTC). Runs started by `overseer profile` or by
+an eval (triggers `profile`, `eval`) are left out of every figure: they are tests of a spec, not the team's work.
 
 - started: runs created in the window.
 - succeeded / failed / rejected / expired / cancelled: runs that *finished* in the window, by final
@@ -49,7 +50,6 @@ How far the agents get alone:
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
@@ -59,6 +59,7 @@ from typing import Any
 from agents.errors import TransientError
 from agents.outbox import RunFinished
 from storage import digest_queries as dq
+from storage.digest_queries import percentile
 from storage.db import Database
 from storage.status import FINISHED_RUN, Action, RunStatus
 
@@ -68,6 +69,9 @@ TOP_STEPS = 3
 MAX_DAYS = 365  # one UNION ALL branch per day: SQLite allows 500
 FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED, RunStatus.EXPIRED)  # the denominator of the success rate
 HUMAN_ACTIONS = (Action.APPROVE, Action.EDIT, Action.REJECT)
+# Runs that say nothing of how the agents do for the team: `overseer profile` samples (bot/cli_profile.py)
+# and the throwaway runs of evals (agents/evals.py).
+UNCOUNTED_TRIGGERS = ("profile", "eval")
 
 
 def transient_error_types() -> tuple[str, ...]:
@@ -190,15 +194,6 @@ class Digest:
         )
 
 
-def percentile(sorted_values: list[float], q: float) -> float | None:
-    """The q-quantile (0..1) by linear interpolation between closest ranks; None for no values."""
-    if not sorted_values:
-        return None
-    pos = q * (len(sorted_values) - 1)
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
 def _rate(succeeded: int, finished: int) -> float | None:
     return succeeded / finished if finished else None
 
@@ -249,7 +244,7 @@ class _Raw:
         self.actions: dict[str, int] = defaultdict(int)
         self.chars_changed = self.chars_total = 0
         self.waits: list[float] = []
-        self.durations: list[float] = []
+        self.durations: list[float | None] = [None, None]  # p50, p95 (the database's)
         self.held = 0
         self.finishes: list[tuple[str, datetime, str]] = []
         self.recovered: list[float] = []
@@ -280,7 +275,6 @@ class _Raw:
         self.chars_changed += other.chars_changed
         self.chars_total += other.chars_total
         self.waits.extend(other.waits)
-        self.durations.extend(other.durations)
         self.held += other.held
         self.recovered.extend(other.recovered)
         self.retried.extend(other.retried)
@@ -308,7 +302,6 @@ class _Raw:
         finished = sum(s[k] for k in FINISHED)
         rate = _rate(s["succeeded"], finished)
         prev = _rate(self.prev_succeeded, self.prev_finished)
-        durations = sorted(self.durations)
         steps = sorted(self.failed_steps.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_STEPS]
         reasons = sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_STEPS]
         let_through = self.actions[Action.APPROVE] + self.actions[Action.EDIT]
@@ -326,7 +319,7 @@ class _Raw:
             median_decision_s=percentile(sorted(self.waits), 0.5),
             cost_usd=round(self.cost, 10),
             cost_per_success_usd=round(self.cost / s["succeeded"], 10) if s["succeeded"] else None,
-            duration_p50_s=percentile(durations, 0.5), duration_p95_s=percentile(durations, 0.95),
+            duration_p50_s=self.durations[0], duration_p95_s=self.durations[1],
             daily_success_rate=[
                 _rate(self.day_succeeded[i], self.day_finished[i]) for i in range(SERIES_DAYS)
             ],
@@ -343,19 +336,18 @@ class _Raw:
 
 async def _alone(session: Any, raw: dict[str, _Raw], *, start: datetime, now: datetime) -> None:
     """Fill in how far the agents got alone: recoveries, reject reasons, checkpoints approved as is."""
-    for wf, run_id, at, status in await dq.run_finishes(session=session, start=start, end=now, kind=RunFinished.kind):
+    for wf, run_id, at, status in await dq.run_finishes(session=session, start=start, end=now, kind=RunFinished.kind, uncounted=UNCOUNTED_TRIGGERS):
         raw[wf].finishes.append((run_id, at, status))
     for r in raw.values():
         r.recovered, r.retried = recoveries(r.finishes)
-    for wf, reason in await dq.reject_reasons(session=session, start=start, end=now):
+    for wf, reason in await dq.reject_reasons(session=session, start=start, end=now, uncounted=UNCOUNTED_TRIGGERS):
         if normalized_reason(reason):
             raw[wf].reasons[normalized_reason(reason)] += 1
-    for wf, action, n, _changed, _total in await dq.decision_totals(
-        session=session, start=now - timedelta(days=SERIES_DAYS), end=now
+    for wf, action, n in await dq.decision_counts(
+        session=session, start=now - timedelta(days=SERIES_DAYS), end=now, actions=HUMAN_ACTIONS, uncounted=UNCOUNTED_TRIGGERS
     ):
-        if action in HUMAN_ACTIONS:
-            raw[wf].decided_14d += n
-            raw[wf].untouched += n if action == Action.APPROVE else 0
+        raw[wf].decided_14d += n
+        raw[wf].untouched += n if action == Action.APPROVE else 0
 
 
 async def compute_digest(
@@ -373,11 +365,13 @@ async def compute_digest(
         raw[name]  # noqa: B018 - listed even when quiet
     buckets = max(SERIES_DAYS, days + PREVIOUS_DAYS)
     async with db.sessions() as session:
-        for wf, n in await dq.runs_started(session=session, start=start, end=now):
+        for wf, n in await dq.runs_started(session=session, start=start, end=now, uncounted=UNCOUNTED_TRIGGERS):
             raw[wf].started = n
-        for wf, n in await dq.runs_waiting(session=session):
+        for wf, n in await dq.runs_waiting(session=session, uncounted=UNCOUNTED_TRIGGERS):
             raw[wf].waiting = n
-        for wf, status, bucket, n in await dq.runs_finished_by_day(session=session, end=now, buckets=buckets):
+        for wf, status, bucket, n in await dq.runs_finished_by_day(
+            session=session, end=now, buckets=buckets, statuses=FINISHED_RUN, uncounted=UNCOUNTED_TRIGGERS
+        ):
             r = raw[wf]
             if bucket < days:
                 r.status[status] += n
@@ -388,32 +382,37 @@ async def compute_digest(
                 i = SERIES_DAYS - 1 - bucket  # oldest first
                 r.day_finished[i] += n
                 r.day_succeeded[i] += n if status == RunStatus.SUCCEEDED else 0
-        for wf, step, n in await dq.failed_steps(session=session, start=start, end=now):
+        for wf, step, n in await dq.failed_steps(session=session, start=start, end=now, uncounted=UNCOUNTED_TRIGGERS):
             raw[wf].failed_steps[step] += n
         for wf, n in await dq.retry_exhaustions(
-            session=session, start=start, end=now, transient_types=transient_error_types()
+            session=session, start=start, end=now, transient_types=transient_error_types(), uncounted=UNCOUNTED_TRIGGERS
         ):
             raw[wf].exhaustions = n
-        for wf, n, retries, cost in await dq.attempt_totals(session=session, start=start, end=now):
+        for wf, n, retries, cost in await dq.attempt_totals(session=session, start=start, end=now, uncounted=UNCOUNTED_TRIGGERS):
             raw[wf].attempts, raw[wf].retries, raw[wf].cost = n, retries, cost
-        for wf, action, n, changed, total in await dq.decision_totals(session=session, start=start, end=now):
+        for wf, action, n, changed, total in await dq.decision_totals(session=session, start=start, end=now, uncounted=UNCOUNTED_TRIGGERS):
             raw[wf].actions[action] += n
             if action in (Action.APPROVE, Action.EDIT):
                 raw[wf].chars_changed += changed
                 raw[wf].chars_total += total
-        for wf, by, wait in await dq.decision_waits(session=session, start=start, end=now, actions=HUMAN_ACTIONS):
+        for wf, by, wait in await dq.decision_waits(
+            session=session, start=start, end=now, actions=HUMAN_ACTIONS, uncounted=UNCOUNTED_TRIGGERS
+        ):
             raw[wf].waits.append(wait)
             raw[wf].approver_waits[by].append(wait)
         await _alone(session, raw, start=start, now=now)
-        for wf, seconds in await dq.run_durations(session=session, start=start, end=now):
-            raw[wf].durations.append(seconds)
-        for wf, n in await dq.escalations(session=session, start=start, end=now):
+        durations = await dq.duration_percentiles(
+            session=session, start=start, end=now, quantiles=(0.5, 0.95), uncounted=UNCOUNTED_TRIGGERS
+        )
+        for wf, n in await dq.escalations(session=session, start=start, end=now, uncounted=UNCOUNTED_TRIGGERS):
             raw[wf].held = n
         for wf, step, n in await dq.revisions_per_checkpoint(session=session, start=start, end=now):
             raw[wf].revised[(wf, step)] += n
     total = _Raw()
     for r in raw.values():
         total.merge(r)
+    for wf, found in durations.items():
+        (total if wf is None else raw[wf]).durations = found
     return Digest(
         window_start=start, window_end=now, days=days,
         workflows=[raw[name].digest(name) for name in sorted(raw)],

@@ -8,7 +8,8 @@ The database is migrated with the project's migrations, filled with bulk inserts
 driver (sqlite3 executemany; asyncpg COPY) in large batches, analysed, and then the digest over the
 last 24 hours is computed several times; the median is printed. Data: ~10 workflows of 2-4 steps,
 half with a checkpoint, ~82% of runs succeed, some retries and fallbacks, failures, rejections,
-expiries, edits; a run every few seconds for 30 days.
+expiries, edits; a run every few seconds for 30 days. Attempts and decisions carry their run's workflow,
+as the engine writes them (migration 0006).
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ RUN_COLS = ("id", "workflow", "inputs", "spec", "started_by", "trigger", "status
 STEP_COLS = ("id", "run_id", "step", "position", "status", "attempts", "started_at", "finished_at",
              "awaiting_since", "cost_usd")
 ATTEMPT_COLS = ("run_id", "step", "number", "model", "fallback_index", "model_attempt", "error_type",
-                "tokens_in", "tokens_out", "cost_usd", "latency_ms", "started_at")
+                "tokens_in", "tokens_out", "cost_usd", "latency_ms", "started_at", "workflow")
 DECISION_COLS = ("step_run_id", "run_id", "step", "action", "decided_by", "decided_at", "chars_changed",
-                 "chars_total", "wait_s")
+                 "chars_total", "wait_s", "workflow")
 EVENT_COLS = ("run_id", "kind", "actor", "detail", "at")
 
 
@@ -121,7 +122,7 @@ class Generator:
                 if not ok and not failing:
                     error = rng.choice(("TransientError", "RateLimited", "BadOutput", "CallTimeout"))
                 attempts.append((run_id, step, k, "openai/gpt-4o-mini", 0 if k < 3 else 1, k if k < 3 else 1, error,
-                                 1000, 300, cost, latency, clock))
+                                 1000, 300, cost, latency, clock, flow["name"]))
                 clock += timedelta(milliseconds=latency + (rng.uniform(500, 3000) if not ok else 0))
                 step_cost += cost
                 self.attempts += 1
@@ -141,7 +142,7 @@ class Generator:
                 total = rng.randrange(200, 3000)
                 changed = rng.randrange(1, total // 3) if action == "edit" else 0
                 decisions.append((sid, run_id, step, action, "U0BENCH" if action != "expire" else "deadline", decided,
-                                  changed, total, waited))
+                                  changed, total, waited, flow["name"]))
                 step_status = {"approve": "approved", "edit": "edited", "reject": "rejected", "expire": "expired"}[action]
                 steps.append((sid, run_id, step, pos, step_status, n, step_start, clock, clock, step_cost))
                 clock = decided

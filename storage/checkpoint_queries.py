@@ -44,7 +44,7 @@ async def start_revision(
         .where(StepRun.id == step_run_id, StepRun.status == StepStatus.AWAITING_APPROVAL, StepRun.version == version,
                StepRun.revisions == revisions)
         .values(status=StepStatus.PENDING, version=version + 1, revisions=revisions + 1, input_override=input_override,
-                retry_base=attempts, awaiting_since=None, reminded_at=None, escalated_at=None)
+                retry_base=attempts, awaiting_since=None, reminded_at=None, escalated_at=None, due_at=None)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1
@@ -55,7 +55,7 @@ async def replace_version(*, session: AsyncSession, step_run_id: int, version: i
     result = await session.execute(
         update(StepRun)
         .where(StepRun.id == step_run_id, StepRun.status == StepStatus.AWAITING_APPROVAL, StepRun.version == version)
-        .values(version=version + 1, output=output, awaiting_since=now)
+        .values(version=version + 1, output=output, awaiting_since=now, due_at=None)  # due_at: dated afresh
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1

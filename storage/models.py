@@ -78,7 +78,7 @@ class Run(Base):
     status: Mapped[str] = mapped_column(String(30), index=True, default=RunStatus.QUEUED)
     current_step: Mapped[str | None] = mapped_column(String(200))
     error: Mapped[str | None] = mapped_column(CleanText)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -98,8 +98,12 @@ class Run(Base):
 
     __table_args__ = (
         Index("ix_runs_status_lease", "status", "lease_expires_at"),
-        Index("ix_runs_finished_at", "finished_at", "workflow", "status"),
-        Index("ix_runs_id_workflow", "id", "workflow"),  # the digest joins on it; runs rows are wide
+        # The digest's (storage/digest_queries.py): each covers its queries, so no wide runs row is read.
+        Index("ix_runs_finished_at", "finished_at", "workflow", "status", "started_at", "trigger"),
+        Index("ix_runs_id_workflow", "id", "workflow"),
+        Index("ix_runs_created_workflow", "created_at", "workflow", "trigger"),
+        Index("ix_runs_workflow_status_finished", "workflow", "status", "finished_at"),
+        Index("ix_runs_trigger", "trigger", "finished_at", "workflow", "status", "id"),
     )
 
 
@@ -129,10 +133,14 @@ class StepRun(Base):
     # A checkpoint's version: 1 as first shown, +1 for each revision (or, with several approvers, an edit).
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     revisions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # Revise rounds used
+    # A waiting checkpoint's next deadline (reminder or timeout; agents/deadlines.py sets it): the scan reads
+    # only what is due. NULL until the first scan after the checkpoint is posted.
+    due_at: Mapped[datetime | None]
 
     __table_args__ = (
         UniqueConstraint("run_id", "step"),
         Index("ix_step_runs_status_awaiting", "status", "awaiting_since"),
+        Index("ix_step_runs_status_due", "status", "due_at"),
     )
 
 
@@ -159,11 +167,16 @@ class Attempt(Base):
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
     backoff_s: Mapped[float | None] = mapped_column(Float)  # the wait that followed, if any
-    started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
     # started (recorded before the call) | succeeded | failed | interrupted (the process stopped mid-call)
     status: Mapped[str] = mapped_column(String(20), default=AttemptStatus.SUCCEEDED, server_default=AttemptStatus.SUCCEEDED.value)
+    # The run's workflow, copied at insert so the digest groups attempts without a join; NULL: look it up.
+    workflow: Mapped[str | None] = mapped_column(String(200))
 
-    __table_args__ = (Index("ix_attempts_run_step_number", "run_id", "step", "number"),)
+    __table_args__ = (
+        Index("ix_attempts_run_step_number", "run_id", "step", "number"),
+        Index("ix_attempts_digest", "workflow", "started_at", "number", "cost_usd"),
+    )
 
 
 class Decision(Base):
@@ -179,13 +192,21 @@ class Decision(Base):
     step: Mapped[str] = mapped_column(String(200))
     action: Mapped[str] = mapped_column(String(20))  # approve | edit | reject | expire
     decided_by: Mapped[str] = mapped_column(String(200))
-    decided_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    decided_at: Mapped[datetime] = mapped_column(default=utcnow)
     original_output: Mapped[Any] = mapped_column(CleanJSON, nullable=True)
     edited_output: Mapped[Any] = mapped_column(CleanJSON, nullable=True)
     reason: Mapped[str | None] = mapped_column(CleanText)
     chars_changed: Mapped[int] = mapped_column(Integer, default=0)
     chars_total: Mapped[int] = mapped_column(Integer, default=0)
     wait_s: Mapped[float] = mapped_column(Float, default=0.0)  # from checkpoint to decision
+    # The run's workflow, copied at insert so the digest groups decisions without a join; NULL: look it up.
+    workflow: Mapped[str | None] = mapped_column(String(200))
+
+    __table_args__ = (
+        Index("ix_decisions_digest", "decided_at", "workflow", "action", "run_id", "decided_by", "wait_s",
+              "chars_changed", "chars_total"),
+        Index("ix_decisions_workflow_action", "workflow", "action", "decided_at"),
+    )
 
 
 class CheckpointVersion(Base):

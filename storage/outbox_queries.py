@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -10,8 +10,8 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Write
+from storage.models import OutboxMessage, Run, utcnow
 from storage.writer import prepared
-from storage.models import OutboxMessage, utcnow
 
 
 _INSERT_OUTBOX = prepared(insert(OutboxMessage.__table__))
@@ -45,19 +45,34 @@ async def pending_outbox(*, session: AsyncSession, now: datetime, limit: int = 5
     return (await session.scalars(query)).all()
 
 
-async def claim_outbox(*, session: AsyncSession, message_id: int, owner: str, now: datetime, hold_s: float) -> bool:
-    """Claim one message for delivery so no other replica posts it too."""
+async def claim_outbox_many(
+    *, session: AsyncSession, message_ids: Sequence[int], owner: str, now: datetime, hold_s: float
+) -> set[int]:
+    """Claim messages for delivery so no other replica posts them too, in one statement (a tick takes
+    the write lock once); the ids won."""
+    if not message_ids:
+        return set()
     result = await session.execute(
         update(OutboxMessage)
         .where(
-            OutboxMessage.id == message_id,
+            OutboxMessage.id.in_(list(message_ids)),
             OutboxMessage.delivered_at.is_(None),
             or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now, OutboxMessage.claimed_by == owner),
         )
         .values(claimed_by=owner, claimed_until=now + timedelta(seconds=hold_s))
+        .returning(OutboxMessage.id)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return {row[0] for row in result.all()}
+
+
+async def run_channels(*, session: AsyncSession, run_ids: Iterable[str | None]) -> dict[str, str | None]:
+    """The channel each run announces in, by run id (ids of no run are skipped)."""
+    ids = [r for r in run_ids if r]
+    if not ids:
+        return {}
+    rows = await session.execute(select(Run.id, Run.channel).where(Run.id.in_(ids)))
+    return {run_id: channel for run_id, channel in rows.all()}
 
 
 async def outbox_since(*, session: AsyncSession, after_id: int, run_id: str | None = None) -> Sequence[OutboxMessage]:

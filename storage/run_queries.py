@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Write
 from storage.models import Attempt, Decision, Event, Run, StepRun, utcnow
-from storage.status import RunStatus, StepStatus
+from storage.status import StepStatus
 
 
 async def get_run(*, session: AsyncSession, run_id: str) -> Run | None:
@@ -111,17 +111,6 @@ def add_event(
 ) -> None:
     """Keep a note of something that is not a state change (a refused click, an escalation)."""
     session.add(Event(run_id=run_id, kind=kind, actor=actor, detail=detail, at=at or utcnow()))
-
-
-async def awaiting_checkpoints(*, session: AsyncSession) -> Sequence[tuple[StepRun, Run]]:
-    """Every checkpoint still waiting for a human, with its run."""
-    rows = await session.execute(
-        select(StepRun, Run)
-        .join(Run, Run.id == StepRun.run_id)
-        .where(and_(StepRun.status == StepStatus.AWAITING_APPROVAL, Run.status == RunStatus.AWAITING_APPROVAL))
-        .order_by(StepRun.awaiting_since)
-    )
-    return [(s, r) for s, r in rows.all()]
 
 
 async def events(*, session: AsyncSession, run_id: str | None = None, kind: str | None = None) -> Sequence[Event]:

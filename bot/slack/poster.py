@@ -22,6 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.redaction import RedactingClient
 from bot.slack import blocks as bk
+from bot.slack.pacing import ChannelPacer
 from storage import chat_queries
 from storage.db import Database
 
@@ -122,8 +123,9 @@ def single_shot(client: AsyncWebClient) -> AsyncWebClient:
 class Poster:
     """Web API calls remembered in chat_messages by (run, key), so a redelivery does not post twice."""
 
-    def __init__(self, db: Database, client: AsyncWebClient) -> None:
+    def __init__(self, db: Database, client: AsyncWebClient, *, pacer: ChannelPacer | None = None) -> None:
         self.db = db
+        self.pacer = pacer or ChannelPacer(interval=0.0)
         # The one boundary: text, blocks and files go out redacted.
         self.client = RedactingClient(client)
         self.posting = RedactingClient(single_shot(client))
@@ -143,18 +145,28 @@ class Poster:
                 return found
             args["metadata"] = stamp.metadata()
         try:
-            answer = await self.posting.chat_postMessage(**args, text=text, blocks=blocks)
+            answer = await self._paced_post(args | {"text": text, "blocks": blocks})
         except SlackApiError as exc:
             error = _content_error(exc, notes, "sent a plain-text version")
             try:
                 if fallback_blocks:
-                    answer = await self.posting.chat_postMessage(**args, text=fallback, blocks=fallback_blocks)
+                    answer = await self._paced_post(args | {"text": fallback, "blocks": fallback_blocks})
                 else:
-                    answer = await self.posting.chat_postMessage(**args, text=bk.cut(fallback, FALLBACK_TEXT))
+                    answer = await self._paced_post(args | {"text": bk.cut(fallback, FALLBACK_TEXT)})
             except SlackApiError as again:
                 _refused_again(error, again, CONTENT_ERRORS)
                 raise
         return str(answer["ts"])
+
+    async def _paced_post(self, args: dict[str, Any]) -> Any:
+        """chat.postMessage in the channel's turn (pacing.py); a call Slack never answered gives it back."""
+        await self.pacer.turn(args["channel"])
+        try:
+            return await self.posting.chat_postMessage(**args)
+        except Exception as exc:
+            if slack_is_away(exc) and not (isinstance(exc, SlackApiError) and exc.response.status_code == 429):
+                self.pacer.refund(args["channel"])
+            raise
 
     async def find(self, stamp: Stamp, *, channel: str, thread_ts: str | None) -> str | None:
         """The ts of the message posted with `stamp` in the channel (or thread), if Slack has one.

@@ -215,3 +215,23 @@ async def test_after_a_slack_outage_everything_waiting_goes_out_soon_confirmatio
     assert len(top_level(bot.fake)) == len(users)
     for user in users:
         assert [t for t in bot.ephemerals_for(user) if "Started run" in t], user  # every confirmation delivered
+
+
+async def test_posts_in_one_channel_keep_to_its_pace_and_a_finished_run_is_drawn_once(
+    start_bot: StartBot, fake_model: FakeModel
+) -> None:
+    """Eight runs in one channel at once: after the burst, a post every interval, never faster; the parent
+    of a run whose messages were all written before delivery is posted and updated without the steps' redraws."""
+    fake_model.default = Reply.text("hi")
+    spec = flow(fake_model, steps=[{"name": n, "model": "openai/gpt-4o-mini", "prompt": "x"} for n in ("a", "b", "c")])
+    bot = await start_bot(spec, dispatcher=dispatcher_settings(channel_interval=0.25, channel_burst=2))
+    await bot.services.dispatcher.stop()  # deliver by hand (drain), once everything is written
+    runs = [await bot.services.engine.start(spec, {}, started_by="U0ALICE") for _ in range(8)]
+    await bot.services.runner.wait_idle()
+    await bot.services.dispatcher.drain(timeout=30)
+    posts = sorted(c.at for c in bot.fake.calls_to("chat.postMessage") if c.args.get("channel") == CHANNEL)
+    assert len(posts) >= len(runs)
+    for i in range(2, len(posts)):  # any three posts span at least one interval (burst 2)
+        assert posts[i] - posts[i - 2] >= 0.25 - 0.02, (i, posts[i] - posts[i - 2])
+    # Per run: the parent posted, then updated once for its finish (not once per step message).
+    assert len(bot.fake.calls_to("chat.update")) == len(runs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import statistics
 import time
 from pathlib import Path
@@ -53,6 +54,13 @@ async def test_acks_are_fast_even_while_runs_are_working(start_bot: StartBot, fa
     # How fast acks are is measured by bench/slack_ack.py, not here.
     assert worst < 2.5
     await bot.idle()
+
+
+async def test_warm_up_freezes_the_heap_so_collections_skip_the_model_library(start_bot: StartBot, fake_model: FakeModel) -> None:
+    """After warm-up litellm's objects sit in the permanent generation, and young collections are rarer."""
+    await start_bot(flow(fake_model))  # warms up, as serve() does
+    assert gc.get_freeze_count() > 100_000
+    assert gc.get_threshold()[0] >= 10_000
 
 
 async def test_serve_migrates_loads_the_workflows_and_answers_signed_commands(db_url: str, tmp_path: Path) -> None:

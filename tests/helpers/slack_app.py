@@ -40,8 +40,9 @@ def flow(fake: FakeModel, *, steps: list[dict[str, Any]] | None = None, **extra:
 
 
 def dispatcher_settings(**overrides: Any) -> DispatcherSettings:
-    """A dispatcher that polls and backs off in tenths of a second."""
-    values = {"owner": "test-dispatcher", "poll_seconds": 0.05, "backoff_base": 0.05, "backoff_max": 0.2, "claim_seconds": 30.0}
+    """A dispatcher that polls, backs off and paces channels in tenths of a second or less."""
+    values = {"owner": "test-dispatcher", "poll_seconds": 0.05, "backoff_base": 0.05, "backoff_max": 0.2, "claim_seconds": 30.0,
+              "channel_interval": 0.01}
     return DispatcherSettings(**{**values, **overrides})
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from agents.deadlines import check_deadlines
+from agents import deadlines
+from agents.deadlines import NEVER, check_deadlines
 from agents.digest import compute_digest
 from agents.engine import Engine
 from agents.loading import parse_spec
@@ -127,3 +129,37 @@ async def test_two_checkers_at_once_remind_once_and_expire_once(two_databases: t
         assert kinds.count("checkpoint_reminder") == 1
         assert kinds.count("checkpoint_escalated") == 1
         assert kinds.count("run_finished") == 1
+
+
+async def due_at(db: Database, run_id: str):  # type: ignore[no-untyped-def]
+    async with db.sessions() as session:
+        return (await run_queries.get_step_run(session=session, run_id=run_id, step="draft")).due_at
+
+
+async def test_each_check_dates_the_next_deadline_so_a_scan_reads_only_what_is_due(db: Database, engine: Engine, clock: Clock) -> None:
+    """due_at: the reminder, then the timeout; after a held escalation (or without deadlines) never."""
+    posted = clock.now
+    run_id = await waiting_run(engine, spec_with(DEADLINES))
+    held = await waiting_run(engine, spec_with({**DEADLINES, "on_timeout": "hold"}))
+    plain = await waiting_run(engine, spec_with(True))
+    assert await due_at(db, run_id) is None  # not dated until a check sees it
+    await check_deadlines(engine.db, now=clock.advance(minutes=1))
+    assert await due_at(db, run_id) == await due_at(db, held) == posted + timedelta(hours=2)
+    assert await due_at(db, plain) == NEVER
+    await check_deadlines(engine.db, now=clock.advance(hours=2))
+    assert await due_at(db, run_id) == posted + timedelta(hours=4)
+    await check_deadlines(engine.db, now=clock.advance(hours=2))
+    assert await due_at(db, held) == NEVER
+    assert await engine.status(run_id) == "expired"
+
+
+async def test_a_check_with_many_waiting_handles_the_due_ones_in_batches(
+    db: Database, engine: Engine, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deadlines, "BATCH", 2)
+    runs = [await waiting_run(engine, spec_with(DEADLINES)) for _ in range(5)]
+    done = await check_deadlines(engine.db, now=clock.advance(hours=2))
+    assert done == [f"reminded {runs[0]}/draft", f"reminded {runs[1]}/draft"]  # all dated, the first BATCH due handled
+    done = await check_deadlines(engine.db, now=clock.advance(seconds=30))
+    done += await check_deadlines(engine.db, now=clock.advance(seconds=30))
+    assert sorted(done) == sorted(f"reminded {r}/draft" for r in runs[2:])

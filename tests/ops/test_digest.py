@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from agents.digest import Digest, compute_digest, percentile
 from storage.models import Attempt, Decision, Event, OutboxMessage, Run, StepRun
@@ -240,6 +241,51 @@ async def test_every_number_matches_the_hand_computed_history(filled) -> None:  
     assert (t.started, t.succeeded, t.failed, t.waiting, t.attempts) == (9, 4, 2, 1, 10)
     assert t.success_rate == pytest.approx(4 / 8)
     assert t.duration_p50_s == pytest.approx(600)  # nine values: 50 60 100 300 [600] 1200 1800 14400 46800
+
+
+def uncounted_history() -> list[Any]:
+    """Profile and eval runs of alpha doing everything the digest counts, in the window and the 14 days."""
+    h = History()
+    h.step_id = 1000  # next to history()'s steps
+    for i, trigger in enumerate(("profile", "eval")):
+        rid = h.run(f"p{i}", "failed", at(9, 10), at(9, 11))
+        h.rows[-1].trigger = trigger
+        s = h.step(rid, "draft", "failed", attempts=2)
+        h.attempt(rid, "draft", 1, at(9, 10, 1), 0.50, "TransientError")
+        h.attempt(rid, "draft", 2, at(9, 10, 2), 0.50, "TransientError")
+        h.decision(rid, s, "reject", at(9, 10, 30), 30, reason="profiled")
+        h.finished(rid, "failed", at(9, 11))
+        old = h.run(f"q{i}", "succeeded", at(4, 10), at(4, 11))
+        h.rows[-1].trigger = trigger
+        h.decision(old, h.step(old, "draft", "approved"), "approve", at(4, 10, 30), 30)
+        h.rows.append(Event(run_id=rid, kind="checkpoint_escalated", actor="deadline", detail={}, at=at(9, 20)))
+        h.run(f"w{i}", "awaiting_approval", at(9, 16))
+        h.rows[-1].trigger = trigger
+    return h.rows
+
+
+async def test_profile_and_eval_runs_are_left_out_of_every_figure(db) -> None:  # type: ignore[no-untyped-def]
+    await _fill(db, history())
+    before = await compute_digest(db, now=NOW)
+    await _fill(db, uncounted_history())
+    assert await compute_digest(db, now=NOW) == before
+    assert await compute_digest(db, now=NOW, days=7) != before  # (the fill did reach the database)
+
+
+async def test_attempts_and_decisions_that_carry_their_workflow_count_the_same(db) -> None:  # type: ignore[no-untyped-def]
+    """The workflow copied onto attempts and decisions at insert gives the figures its lookup gives."""
+    rows = history()
+    runs = {r.id: r.workflow for r in rows if isinstance(r, Run)}
+    for row in rows:
+        if isinstance(row, (Attempt, Decision)):
+            row.workflow = runs[row.run_id]
+    await _fill(db, rows)
+    copied = await compute_digest(db, now=NOW)
+    async with db.sessions.begin() as session:
+        await session.execute(update(Attempt).values(workflow=None))
+        await session.execute(update(Decision).values(workflow=None))
+    assert await compute_digest(db, now=NOW) == copied
+    assert (copied.workflows[0].attempts, copied.workflows[0].approved) == (10, 1)
 
 
 async def test_a_longer_window_compares_with_the_seven_days_before_it(filled) -> None:  # type: ignore[no-untyped-def]
