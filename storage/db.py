@@ -12,7 +12,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from storage.writer import LoopWorker, Reads, SqliteWorker, fuse, run_prepared, tracked, tune
+from storage.pg_loop import LoopWorker, Reads, fuse, tracked
+from storage.writer import SqliteWorker, run_prepared, tune
 
 T = TypeVar("T")
 
@@ -75,14 +76,7 @@ class Database:
         return await self._through_engine(fn, begin=True)
 
     async def commit(self, writes: Sequence[Write]) -> bool:
-        """Run writes in a transaction of their own: False (nothing kept) when a guard failed. On
-        PostgreSQL a transaction of prepared statements goes as one statement (storage.writer.fuse)."""
-        fused = fuse(self.engine.dialect, writes) if isinstance(self.writer, LoopWorker) else None
-        if fused is not None:
-            sql, args = fused
-            changed = await self.write(lambda conn: conn.exec_driver_sql(sql, tuple(args)).scalar())
-            return not writes[0][2] or changed == 1
-
+        """Run writes in a transaction of their own: False (nothing kept) when a guard failed."""
         def body(conn: Connection) -> bool:
             if not run_writes_sync(conn, writes):
                 raise _GuardFailed
@@ -186,7 +180,13 @@ async def run_writes(session: AsyncSession, writes: Sequence[Write]) -> bool:
 
 
 def run_writes_sync(conn: Connection, writes: Sequence[Write]) -> bool:
-    """run_writes on a plain Connection (inside Database.write); prepared statements go straight to pysqlite."""
+    """run_writes on a plain Connection (inside Database.write). Prepared statements go straight to the
+    DB-API cursor; on PostgreSQL a run of them goes as one statement (storage.writer.fuse)."""
+    fused = fuse(conn.dialect, writes) if conn.dialect.driver == "asyncpg" else None
+    if fused is not None:
+        sql, args = fused
+        changed = conn.exec_driver_sql(sql, tuple(args)).scalar()
+        return not writes[0][2] or changed == 1
     for stmt, params, guard in writes:
         count = run_prepared(conn, stmt, params)
         if count is None:
