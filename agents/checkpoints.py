@@ -166,7 +166,7 @@ async def _decided(
     session.add(Decision(
         step_run_id=step_run.id, run_id=run_id, step=step, action=action, decided_by=by, decided_at=now,
         original_output=step_run.output, edited_output=output if action == Action.EDIT else None, reason=reason,
-        chars_changed=changed, chars_total=total, wait_s=wait_s,
+        chars_changed=changed, chars_total=total, wait_s=wait_s, workflow=run.workflow,
     ))
     first = await cq.first_attempt_of(session=session, step_run_id=step_run.id, version=version)
     cq.add_version(session=session, step_run=step_run, version=version, output=output, outcome=action, by=by, at=now,

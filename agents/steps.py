@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from collections.abc import Mapping
 from typing import Any
 
@@ -178,6 +178,7 @@ class StepCaller:
         return AttemptValues(
             run_id=state.run_id, step=step.name, number=state.number + 1, model=target, fallback_index=fallback_index,
             model_attempt=model_attempt, input=recorded, started_at=self.lease.clock(), status=AttemptStatus.STARTED,
+            workflow=spec.name,
         )
 
     @tracing.traced_attempt
@@ -263,10 +264,8 @@ class StepCaller:
 
 def _ended(row: AttemptValues, outcome: _Outcome, started: float, error: StepError | None) -> AttemptValues:
     """A started attempt's row with how it ended."""
-    return AttemptValues(
-        run_id=row.run_id, step=row.step, number=row.number, model=row.model, fallback_index=row.fallback_index,
-        model_attempt=row.model_attempt, input=row.input, started_at=row.started_at,
-        status=AttemptStatus.FAILED if error else AttemptStatus.SUCCEEDED, model_used=outcome.model_used,
+    return replace(
+        row, status=AttemptStatus.FAILED if error else AttemptStatus.SUCCEEDED, model_used=outcome.model_used,
         raw_output=outcome.raw, parsed_output=outcome.parsed if error is None else None,
         error_type=type(error).__name__ if error else None, error_message=str(error) if error else None,
         tokens_in=outcome.tokens_in, tokens_out=outcome.tokens_out, cost_usd=outcome.cost_usd,

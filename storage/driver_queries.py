@@ -8,7 +8,7 @@ from typing import Any
 
 from dataclasses import dataclass, fields
 
-from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, case, func, insert, null, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import Write
@@ -113,6 +113,7 @@ class AttemptValues:
     cost_usd: float = 0.0
     latency_ms: float = 0.0
     backoff_s: float | None = None
+    workflow: str | None = None  # the run's, copied so the digest groups attempts without a join
 
 
 _ATTEMPT_COLUMNS = tuple(f.name for f in fields(AttemptValues))
@@ -197,6 +198,7 @@ _END_STEP = prepared(
         status=bindparam("p_status"), output=bindparam("p_output"), finished_at=bindparam("p_now"),
         attempts=bindparam("p_attempts"), cost_usd=_STEPS.c.cost_usd + bindparam("p_cost"),
         awaiting_since=func.coalesce(bindparam("p_awaiting_since"), _STEPS.c.awaiting_since),
+        due_at=null(),  # a checkpoint that waits (again) is dated afresh by the deadline scan
     )
 )
 

@@ -194,6 +194,7 @@ async def test_an_edit_must_satisfy_the_contract_else_nothing_changes(engine: En
     async with engine.db.sessions() as session:
         [decision] = await run_queries.decisions(session=session, run_id=run_id)
     assert decision.original_output == {"title": "T", "body": "B"} and decision.edited_output["title"] == "Better"
+    assert decision.workflow == spec.name  # copied at insert: the digest groups decisions by it, no join
 
 
 async def test_reject_ends_the_run_and_a_second_decision_learns_who_was_first(engine: Engine, fake_model: FakeModel) -> None:

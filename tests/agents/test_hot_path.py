@@ -35,6 +35,7 @@ async def test_three_steps_record_everything_and_announce_in_order(engine: Engin
     assert all(s.started_at is not None and s.finished_at is not None and s.awaiting_since is None for s in steps)
     attempts = await attempts_of(engine, run_id)
     assert [(a.step, a.number, a.raw_output) for a in attempts] == [("one", 1, "a"), ("two", 1, "b"), ("three", 1, "c")]
+    assert {a.workflow for a in attempts} == {spec.name}  # copied at insert: the digest groups by it, no join
     run = await get_run(engine, run_id)
     assert run is not None and run.status == "succeeded" and run.lease_owner is None and run.current_step is None
     assert run.tokens_in == sum(a.tokens_in for a in attempts) and run.cost_usd == sum(a.cost_usd for a in attempts)
