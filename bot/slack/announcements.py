@@ -7,8 +7,6 @@ thread, posted once per key (poster.py keeps the keys).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from agents import outbox
@@ -20,29 +18,13 @@ from bot.slack import blocks as bk
 from bot.slack import checkpoint_posts
 from bot.slack import result_blocks as rb
 from bot.slack.checkpoint_posts import checkpoint_key
-from bot.slack.poster import Poster, Stamp, Undeliverable, Where
+from bot.slack.poster import Delivery, Poster, Stamp, Undeliverable, Where
 from storage import chat_queries, run_queries
 from storage.db import Database
 from storage.models import OutboxMessage
 from storage.status import RunStatus, StepStatus
 
 PARENT = "parent"
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One outbox row being delivered: its id, run, typed announcement, and notes for last_error."""
-
-    id: int
-    run_id: str | None
-    announcement: outbox.Announcement
-    notes: list[str]
-    written_at: datetime | None = None
-    again: bool = False  # tried or claimed before: what it posts may be in Slack already
-
-    def stamp(self, key: str) -> Stamp:
-        """The metadata stamp of a post made for this row under `key`."""
-        return Stamp(self.id, self.run_id, key, since=self.written_at, look_first=self.again)
 
 
 def failure_key(step: str, outbox_id: int) -> str:
@@ -111,7 +93,7 @@ class Announcements:
     async def _parent_only(self, delivery: Delivery, where: Where) -> None:
         """Already shown: the parent message was redrawn."""
 
-    async def _note(self, delivery: Delivery, where: Where, text: str) -> None:
+    async def note(self, delivery: Delivery, where: Where, text: str) -> None:
         """A one-line reply in the run's thread, posted once per outbox message."""
         body, blocks = bk.note(text)
         key = f"note:{delivery.id}"
@@ -129,7 +111,7 @@ class Announcements:
     async def _reminder(self, delivery: Delivery, where: Where) -> None:
         reminder: outbox.CheckpointReminder = delivery.announcement  # type: ignore[assignment]
         who = bk.mentions(reminder.mention) or "an approver"
-        await self._note(delivery, where, f"⏰ Reminder: checkpoint `{bk.escape_mrkdwn(reminder.step)}` is still waiting for {who}.")
+        await self.note(delivery, where, f"⏰ Reminder: checkpoint `{bk.escape_mrkdwn(reminder.step)}` is still waiting for {who}.")
 
     async def _escalated(self, delivery: Delivery, where: Where) -> None:
         escalated: outbox.CheckpointEscalated = delivery.announcement  # type: ignore[assignment]
@@ -137,7 +119,7 @@ class Announcements:
         text = f"⚠ Checkpoint `{bk.escape_mrkdwn(escalated.step)}` has waited too long: {who}, please decide."
         if escalated.on_timeout:
             text += f" (on timeout: {bk.escape_mrkdwn(escalated.on_timeout)})"
-        await self._note(delivery, where, text)
+        await self.note(delivery, where, text)
 
     # --- failures ---------------------------------------------------------------------------------
 
@@ -190,7 +172,7 @@ class Announcements:
         edited = " with edited input" if retried.edited_input else ""
         line = f"↻ {bk.mention(retried.by)} retried step `{bk.escape_mrkdwn(retried.step)}`{edited}."
         await self._close_failure_report(str(delivery.run_id), retried.step, line, delivery.notes)
-        await self._note(delivery, where, line)
+        await self.note(delivery, where, line)
 
     async def _run_finished(self, delivery: Delivery, where: Where) -> None:
         finished: outbox.RunFinished = delivery.announcement  # type: ignore[assignment]
@@ -210,7 +192,7 @@ class Announcements:
                 if posted:
                     text, blocks = bk.note(f"Checkpoint `{bk.escape_mrkdwn(step)}`: {line}")
                     await self.poster.update(delivery.notes, posted, text=text, blocks=blocks, fallback=text)
-        await self._note(delivery, where, line)
+        await self.note(delivery, where, line)
 
     async def _result(self, delivery: Delivery, where: Where, line: str, run: Any) -> None:
         """The thread's last message of a run that succeeded: how it ended and its result, long parts as files."""

@@ -7,21 +7,25 @@ buttons.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from agents import outbox
 from agents.spec import CheckpointSpec, ModelStep, WorkflowSpec
 from bot.format import readable
 from bot.slack import blocks as bk
-from bot.slack.poster import Where
+from bot.slack.poster import Delivery, Poster, Where
 from storage import checkpoint_queries as cq
 from storage import run_queries
+from storage.db import Database
 
-if TYPE_CHECKING:
-    from bot.slack.announcements import Announcements, Delivery
 
-Note = Callable[["Delivery", Where, str], Awaitable[None]]
+class Announcements(Protocol):
+    """What a checkpoint's messages need of the announcements: the records, the poster, a note in the thread."""
+
+    db: Database
+    poster: Poster
+
+    async def note(self, delivery: Delivery, where: Where, text: str) -> None: ...
 
 
 def checkpoint_key(step: str, version: int = 1) -> str:
@@ -129,4 +133,4 @@ async def show_decided(ann: Announcements, delivery: Delivery, where: Where) -> 
 
 async def note(ann: Announcements, delivery: Delivery, where: Where, text: str) -> None:
     """A one-line reply in the thread (the announcements' own)."""
-    await ann._note(delivery, where, text)  # noqa: SLF001 - one room's helper, shared with its own parts
+    await ann.note(delivery, where, text)

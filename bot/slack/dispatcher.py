@@ -31,7 +31,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from agents import outbox
 from agents.lease import default_owner
 from bot.pages.links import Links
-from bot.slack.announcements import Announcements, Delivery
+from bot.slack.announcements import Announcements
+from bot.slack.poster import Delivery
 from bot.slack.pacing import ChannelPacer
 from bot.slack.poster import Poster, Undeliverable, describe, slack_error, slack_is_away
 from storage import outbox_queries

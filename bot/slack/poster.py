@@ -20,6 +20,7 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
+from agents import outbox
 from bot.redaction import RedactingClient
 from bot.slack import blocks as bk
 from bot.slack.pacing import ChannelPacer
@@ -281,3 +282,19 @@ def _content_error(exc: SlackApiError, notes: list[str], what: str) -> str:
 def _refused_again(first: str, again: SlackApiError, final: frozenset[str]) -> None:
     if slack_error(again) in final:
         raise Undeliverable(f"{first}; the plain-text version was refused too: {slack_error(again)}") from again
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One outbox row being delivered: its id, run, typed announcement, and notes for last_error."""
+
+    id: int
+    run_id: str | None
+    announcement: outbox.Announcement
+    notes: list[str]
+    written_at: datetime | None = None
+    again: bool = False  # tried or claimed before: what it posts may be in Slack already
+
+    def stamp(self, key: str) -> Stamp:
+        """The metadata stamp of a post made for this row under `key`."""
+        return Stamp(self.id, self.run_id, key, since=self.written_at, look_first=self.again)
