@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from storage.pg_loop import LoopWorker, Reads, fuse, tracked
+from storage.pg_loop import LoopWorker, Reads, fuse, run_once_more_if_dropped
 from storage.writer import SqliteWorker, run_prepared, tune
 
 T = TypeVar("T")
@@ -95,18 +95,7 @@ class Database:
 
     async def _through_engine(self, fn: Callable[[Connection], T], *, begin: bool) -> T:
         async with self.gate.semaphore():
-            for again in (True, False):
-                sent: dict[str, bool] = {}
-                try:
-                    async with self.engine.begin() if begin else self.engine.connect() as conn:
-                        return await conn.run_sync(tracked(fn, sent))
-                except DBAPIError as exc:
-                    # No pre-ping per checkout: a connection the server dropped (a restart) shows at its
-                    # first statement. SQLAlchemy then recycles the whole pool; run it once more, only
-                    # when nothing of the transaction reached the server.
-                    if not (again and exc.connection_invalidated and not sent.get("sent")):
-                        raise
-        raise AssertionError("unreachable")  # pragma: no cover
+            return await run_once_more_if_dropped(self.engine, fn, begin=begin)
 
     async def dispose(self) -> None:
         """Close every pooled connection and end the database threads."""

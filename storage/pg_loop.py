@@ -68,18 +68,7 @@ class LoopWorker:
     async def _transaction(self, fn: Callable[[Connection], T], begin: bool) -> T:
         assert self._gate is not None
         async with self._gate:
-            for again in (True, False):
-                sent: dict[str, bool] = {}
-                try:
-                    async with self._engine.begin() if begin else self._engine.connect() as conn:
-                        return await conn.run_sync(tracked(fn, sent))
-                except DBAPIError as exc:
-                    # No pre-ping per checkout: a connection the server dropped (a restart) shows at its
-                    # first statement. SQLAlchemy then recycles the whole pool; run it once more, only
-                    # when nothing of the transaction reached the server.
-                    if not (again and exc.connection_invalidated and not sent.get("sent")):
-                        raise
-        raise AssertionError("unreachable")  # pragma: no cover
+            return await run_once_more_if_dropped(self._engine, fn, begin=begin)
 
     async def close(self) -> None:
         """Let the transactions under way end, close the pool and end the thread."""
@@ -106,6 +95,23 @@ class Reads:
 def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+async def run_once_more_if_dropped(engine: Any, fn: Callable[[Connection], T], *, begin: bool) -> T:
+    """`fn` in a transaction (or a plain connection) of `engine`, run once more if its connection had been
+    dropped before anything of it reached the server."""
+    for again in (True, False):
+        sent: dict[str, bool] = {}
+        try:
+            async with engine.begin() if begin else engine.connect() as conn:
+                return await conn.run_sync(tracked(fn, sent))
+        except DBAPIError as exc:
+            # No pre-ping per checkout: a connection the server dropped (a restart) shows at its first
+            # statement. SQLAlchemy then recycles the whole pool; run it once more, only when nothing of
+            # the transaction reached the server.
+            if not (again and exc.connection_invalidated and not sent.get("sent")):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def tracked(fn: Callable[[Connection], T], sent: dict[str, bool]) -> Callable[[Connection], T]:
