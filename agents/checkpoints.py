@@ -88,6 +88,15 @@ def check_self_approval(spec: WorkflowSpec, step: str, *, started_by: str, by: s
         raise NotAllowed(f"you started this run; someone else must {action} this checkpoint (self_approval: false)")
 
 
+async def _checkpoint_of_run(session: Any, run_id: str, step: str) -> tuple[Any, Any, WorkflowSpec]:
+    """The run, its step's row and its spec; UnknownRun when either is missing."""
+    run = await run_queries.get_run(session=session, run_id=run_id)
+    step_run = await run_queries.get_step_run(session=session, run_id=run_id, step=step) if run else None
+    if run is None or step_run is None:
+        raise UnknownRun(f"no checkpoint {step!r} in run {run_id!r}")
+    return run, step_run, WorkflowSpec.model_validate(run.spec)
+
+
 async def decide(
     db: Database, run_id: str, step: str, *, action: str, by: str, now: datetime, edited: Any = None,
     reason: str | None = None, version: int | None = None,
@@ -99,11 +108,7 @@ async def decide(
     except ValueError:
         raise UserInputError(f"unknown decision {action!r}: approve, edit or reject") from None
     async with db.sessions.begin() as session:
-        run = await run_queries.get_run(session=session, run_id=run_id)
-        step_run = await run_queries.get_step_run(session=session, run_id=run_id, step=step) if run else None
-        if run is None or step_run is None:
-            raise UnknownRun(f"no checkpoint {step!r} in run {run_id!r}")
-        spec = WorkflowSpec.model_validate(run.spec)
+        run, step_run, spec = await _checkpoint_of_run(session, run_id, step)
         shown = step_run.version if version is None else version
         automatic = run.trigger == PROFILE_TRIGGER
         if not automatic:
@@ -197,11 +202,7 @@ async def revise(
     if not note:
         raise InvalidInputs("say what should change")
     async with db.sessions.begin() as session:
-        run = await run_queries.get_run(session=session, run_id=run_id)
-        step_run = await run_queries.get_step_run(session=session, run_id=run_id, step=step) if run else None
-        if run is None or step_run is None:
-            raise UnknownRun(f"no checkpoint {step!r} in run {run_id!r}")
-        spec = WorkflowSpec.model_validate(run.spec)
+        run, step_run, spec = await _checkpoint_of_run(session, run_id, step)
         cp = checkpoint_of(spec, step)
         shown = step_run.version if version is None else version
         if step_run.status != StepStatus.AWAITING_APPROVAL or run.status != RunStatus.AWAITING_APPROVAL or shown != step_run.version:
